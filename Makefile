@@ -1,0 +1,37 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use and reuse it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hf_ae-installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint benchmark clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+# torch first: `torch==2.13.0` resolves to the local CPU build, so nothing later pulls a CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install -e ".[dev,tensorboard]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py --output_dir outputs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src scripts tests benchmarks
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/patch_vae_digits.py
+
+clean:
+	rm -rf outputs

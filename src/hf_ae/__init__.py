@@ -1,0 +1,19 @@
+"""hf_ae: Hugging Face-compatible autoencoders you can train, measure and share on the Hub."""
+
+from transformers import AutoConfig, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .models import MODEL_CLASSES, PatchVaeConfig, PatchVaeModel
+from .models.patch_vae.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
+
+__version__ = "0.1.0"
+
+# With hf_ae installed, the Auto classes and pipeline() know our models and tasks without trust_remote_code.
+for _config_class, _model_class in MODEL_CLASSES.values():
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    AutoModel.register(_config_class, _model_class, exist_ok=True)
+for _task, _pipeline_class in AUTOENCODER_PIPELINE_CLASSES.items():
+    # pt_model=AutoModel (a custom class here breaks reloading, see DESIGN.md)
+    PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="image")
+
+__all__ = ["PatchVaeConfig", "PatchVaeModel", "MODEL_CLASSES", "__version__"]

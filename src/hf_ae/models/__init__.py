@@ -1,0 +1,8 @@
+"""One self-contained folder per model: each folder is what the Hub receives, so it imports only its siblings."""
+
+from .patch_vae import PatchVaeConfig, PatchVaeModel
+
+# `--model` names of scripts/train.py -> (config class, model class)
+MODEL_CLASSES = {"patch_vae": (PatchVaeConfig, PatchVaeModel)}
+
+__all__ = ["MODEL_CLASSES", "PatchVaeConfig", "PatchVaeModel"]
