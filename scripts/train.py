@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Train an hf_ae model.
+
+    python scripts/train.py --model patch_vae --dataset digits --max_steps 30 --output_dir outputs/pv
+    python scripts/train.py --config configs/patch_vae_digits.yaml --learning_rate 3e-4
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py ...   # or torchrun --nproc_per_node 2
+
+Run with --help for every argument. The loop itself is hf_ae.training.trainer.train.
+"""
+
+from hf_ae.training import parse_args, train
+
+
+def main(argv=None):
+    model_args, data_args, train_args = parse_args(argv)
+    train(model_args, data_args, train_args)
+
+
+if __name__ == "__main__":
+    main()

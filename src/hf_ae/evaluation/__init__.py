@@ -1,0 +1,3 @@
+from .reconstruction import evaluate_image_reconstruction
+
+__all__ = ["evaluate_image_reconstruction"]

@@ -1,0 +1,147 @@
+"""Command-line arguments of scripts/train.py: three dataclasses read by transformers' HfArgumentParser,
+plus `--config file.yaml` whose keys are the same names (the command line wins over the file)."""
+
+import argparse
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+from transformers.trainer_utils import SchedulerType
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(
+        default="patch_vae", metadata={"help": "Which hf_ae model to train (the same words for every script)."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from a saved hf_ae model (a folder or Hub id) instead of a fresh one."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model config values, e.g. 'hidden_size=64,latent_dim=2,bottleneck=none'. In a YAML config "
+            "file this may also be a mapping."
+        },
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="digits",
+        metadata={"help": "An embedded data set (digits, digits-text, python-lines, photos), a Hub name or a path."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this size (only when asked; nothing is resized otherwise)."}
+    )
+    num_channels: int | None = field(default=None, metadata={"help": "1 (grey) or 3 (RGB) for image folders."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column of a non-embedded data set."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column of a non-embedded data set."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column of a non-embedded data set."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where the model, checkpoints and samples go; default outputs/<model>-<dataset>."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that already holds a saved model."}
+    )
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Batch size per process."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch size per process."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.99)
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = off)."})
+    lr_scheduler_type: SchedulerType = field(
+        default="cosine", metadata={"help": "A transformers scheduler name: linear, cosine, constant, ..."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Learning-rate warm-up, in optimisation steps."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs to train when max_steps is not set."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimisation steps to train; overrides num_train_epochs."})
+    gradient_accumulation_steps: int = field(default=1)
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
+    cpu: bool = field(default=False, metadata={"help": "Train on the CPU even where a GPU is available."})
+    seed: int = field(default=42, metadata={"help": "Seed for the model, the data order and the posterior noise."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0 = once, at the end)."})
+    checkpointing_steps: int = field(default=0, metadata={"help": "accelerator.save_state every N steps (0 = never)."})
+    save_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' (the newest checkpoint in output_dir) or a checkpoint folder."}
+    )
+    report_to: str = field(default="none", metadata={"help": "'none' or 'tensorboard' (an Accelerate tracker)."})
+    num_sample_images: int = field(default=16, metadata={"help": "Images in each sample grid saved with the model."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the saved model to the Hub at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository id for --push_to_hub."})
+    hub_private_repo: bool = field(default=False)
+    hub_token: str | None = field(default=None)
+
+    def __post_init__(self):
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.report_to not in ("none", "tensorboard"):
+            raise ValueError(f"report_to must be 'none' or 'tensorboard', got {self.report_to!r}")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (the repository to push to)")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainArguments)
+
+
+def parse_config_overrides(overrides: str | dict | None) -> dict[str, Any]:
+    """'a=1,b=kl' or {'a': 1} -> {'a': 1, 'b': 'kl'}; values are read as YAML scalars (ints, floats, bools)."""
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides.split(","):
+        if "=" not in item:
+            raise ValueError(f"config_overrides items look like name=value, got {item!r} in {overrides!r}")
+        key, value = item.split("=", 1)
+        parsed[key.strip()] = yaml.safe_load(value.strip())
+    return parsed
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainArguments]:
+    """Parse `argv` (default sys.argv[1:]); `--config FILE` (YAML or JSON) supplies defaults."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, remaining = pre.parse_known_args(argv)
+
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.add_argument("--config", default=None, help="A YAML/JSON file whose keys are any of these arguments.")
+    if known.config is not None:
+        path = Path(known.config)
+        if not path.is_file():
+            raise ValueError(f"--config {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {path} must hold a mapping of argument names to values")
+        valid = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in {path}; valid keys: {sorted(valid)}")
+        if isinstance(values.get("config_overrides"), dict):
+            values["config_overrides"] = ",".join(f"{k}={v}" for k, v in values["config_overrides"].items())
+        parser.set_defaults(**values)
+    *dataclasses, _ = parser.parse_args_into_dataclasses(remaining, return_remaining_strings=False, look_for_args_file=False)
+    model_args, data_args, train_args = dataclasses[:3]
+    return model_args, data_args, train_args

@@ -1,0 +1,121 @@
+"""What a finished run leaves in its output folder: the model (config, safetensors weights, code), sample
+PNGs, a rendered model card, and the metrics as JSON.
+
+Everything is written into a temporary folder first and moved into place file by file at the end, so a
+failure half-way (a full disk, a template error) leaves whatever the folder held before untouched.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..hub import EvalResult, render_model_card
+from ..visualization import save_grid, save_reconstruction_grid
+
+MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+
+
+@torch.no_grad()
+def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, seed: int = 0) -> dict[str, str]:
+    """Reconstructions of the first test images, prior samples and an interpolation strip -> {title: file}."""
+    model.eval()
+    pixel_values = eval_dataset.with_format("torch")[:num_images]["pixel_values"].to(model.device, model.dtype)
+    images = {}
+    reconstruction = model.decode(model.encode(pixel_values).latents).reconstruction
+    save_reconstruction_grid(pixel_values, reconstruction, folder / "reconstructions.png")
+    images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
+
+    if getattr(model, "can_sample_prior", False):
+        samples = model.sample(num_images, generator=torch.Generator().manual_seed(seed))
+        save_grid(samples, folder / "samples.png", nrow=8)
+        images["Samples from the prior"] = "samples.png"
+
+    # Interpolate between the first two test images that differ in label (or the first two).
+    labels = eval_dataset["label"] if "label" in eval_dataset.column_names else None
+    second = 1
+    if labels is not None:
+        second = next((i for i, label in enumerate(labels) if label != labels[0]), 1)
+    pair = eval_dataset.with_format("torch")[[0, second]]["pixel_values"].to(model.device, model.dtype)
+    latents = model.encode(pair).latents
+    ratios = torch.linspace(0, 1, 10, device=latents.device)
+    rows = [
+        model.decode(model.interpolate_latents(latents[0], latents[1], ratios, method)).reconstruction
+        for method in ("lerp", "slerp")
+    ]
+    save_grid(torch.cat(rows), folder / "interpolation.png", nrow=10)
+    images["Interpolation between two test images: lerp (top) and slerp (bottom), ratios 0 to 1"] = "interpolation.png"
+    return images
+
+
+def render_card(model, output_dir: Path, metrics: dict, context: dict):
+    """The model card of `model.config.model_type`, rendered with measured metrics."""
+    config = model.config
+    template = MODEL_CARDS_DIR / f"{config.model_type}.md"
+    dataset = context["dataset"]
+    eval_results = [
+        EvalResult(
+            task_type="image-reconstruction",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split="test",
+            metric_type=name,
+            metric_name=name,
+            metric_value=float(value),
+        )
+        for name, value in metrics.items()
+    ]
+    return render_model_card(
+        template,
+        model_name=context["model_name"],
+        library_name="transformers",
+        tags=["hf_ae", "autoencoder", config.model_type, "custom_code"],
+        eval_results=eval_results,
+        metrics=list(metrics),
+        config=config,
+        results_table=metrics,
+        num_parameters=f"{sum(p.numel() for p in model.parameters()):,}",
+        **{k: v for k, v in context.items() if k != "model_name"},
+    )
+
+
+def save_trained_model(
+    model, output_dir: Path, *, eval_dataset, metrics, model_args, data_args, train_args, results, log_history
+) -> None:
+    """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        images = save_sample_images(model, eval_dataset, staging, train_args.num_sample_images, train_args.seed)
+        context = {
+            "model_name": train_args.hub_model_id or output_dir.name,
+            "repo_id": train_args.hub_model_id or str(output_dir),
+            "dataset": data_args.dataset,
+            "dataset_description": (eval_dataset.info.description or "").strip(),
+            "train_args": train_args,
+            "train_command": "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            if sys.argv[0].endswith("train.py")
+            else f"python scripts/train.py --model {model_args.model} --dataset {data_args.dataset}",
+            "images": images,
+            "device": results.get("device", str(model.device)),
+            **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
+                                       "train_samples", "eval_samples")},
+        }
+        render_card(model, output_dir, metrics, context).save(staging / "README.md")
+        (staging / "all_results.json").write_text(json.dumps(results, indent=2))
+        (staging / "trainer_state.json").write_text(json.dumps({"log_history": log_history}, indent=2))
+        arguments = {**asdict(model_args), **asdict(data_args), **asdict(train_args)}
+        arguments.pop("hub_token", None)
+        (staging / "training_args.json").write_text(json.dumps(arguments, indent=2, default=str))
+        for path in staging.iterdir():
+            os.replace(path, output_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

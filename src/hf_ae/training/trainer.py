@@ -1,0 +1,267 @@
+"""The training loop, in the Accelerate shape (prepare -> accumulate -> backward -> step -> gather -> save_state).
+
+Kept visible on purpose (no framework hides it): one function, `train`, reads top to bottom. It works on one
+CPU, one GPU, or many processes under `accelerate launch` / `torchrun`; only the main process writes files.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..data import dataset_modality, load_dataset_for_training
+from ..evaluation.reconstruction import evaluate_image_reconstruction
+from ..models import MODEL_CLASSES
+from .arguments import DataArguments, ModelArguments, TrainArguments, parse_config_overrides
+from .artifacts import save_trained_model
+from .checkpoints import TRAINING_STATE_NAME, find_checkpoint, prune_checkpoints, validate_checkpoint
+
+
+def build_model(model_args: ModelArguments, data_shape: dict):
+    """A fresh model from `--model` + overrides, or `--model_name_or_path`; data-derived fields filled in."""
+    if model_args.model not in MODEL_CLASSES:
+        raise ValueError(f"unknown --model {model_args.model!r}; choose one of {sorted(MODEL_CLASSES)}")
+    config_class, model_class = MODEL_CLASSES[model_args.model]
+    overrides = parse_config_overrides(model_args.config_overrides)
+    for name, value in data_shape.items():
+        if name in overrides and overrides[name] != value:
+            raise ValueError(
+                f"config_overrides sets {name}={overrides[name]} but the data set has {name}={value}; "
+                "change the data instead (e.g. --image_size resizes the embedded digits)"
+            )
+    if model_args.model_name_or_path is not None:
+        model = model_class.from_pretrained(model_args.model_name_or_path, **overrides)
+        for name, value in data_shape.items():
+            if getattr(model.config, name) != value:
+                raise ValueError(
+                    f"{model_args.model_name_or_path} was trained with {name}={getattr(model.config, name)} "
+                    f"but the data set has {name}={value}"
+                )
+    else:
+        known = set(config_class().to_dict())
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown} for --model {model_args.model}; known: {sorted(known)}")
+        model = model_class(config_class(**{**overrides, **data_shape}))
+    if model_args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _step_generator(seed: int, step: int, process_index: int, device) -> torch.Generator:
+    """Posterior noise as a pure function of (seed, step, rank): a resumed run draws the same noise as an
+    uninterrupted one, whatever else consumed the global RNG (data-loader iterators do)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + step * 101 + process_index)
+    return generator
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
+    """Train, evaluate and save a model; return the final metrics (also written to all_results.json)."""
+    output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
+
+    # 1. Find and check the checkpoint to resume from before anything is created or written.
+    resume_path = None
+    if train_args.resume_from_checkpoint:
+        resume_path = find_checkpoint(train_args.resume_from_checkpoint, output_dir)
+        validate_checkpoint(resume_path)
+    elif (output_dir / "config.json").exists() and not train_args.overwrite_output_dir:
+        raise ValueError(
+            f"{output_dir} already holds a saved model; pass --overwrite_output_dir to replace it or "
+            "--resume_from_checkpoint latest to continue"
+        )
+
+    accelerator = Accelerator(
+        cpu=train_args.cpu,
+        mixed_precision=train_args.mixed_precision,
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        log_with=None if train_args.report_to == "none" else train_args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # A sampler seeded from (seed, epoch), so a resumed run sees the same data order.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(train_args.seed)
+
+    # 2. Data.
+    with accelerator.main_process_first():
+        datasets = load_dataset_for_training(
+            data_args.dataset,
+            image_size=data_args.image_size,
+            num_channels=data_args.num_channels,
+            image_column=data_args.image_column,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            max_train_samples=data_args.max_train_samples,
+            max_eval_samples=data_args.max_eval_samples,
+        )
+    if dataset_modality(datasets["train"]) != "image":
+        raise ValueError(f"--model {model_args.model} trains on images; {data_args.dataset!r} holds text")
+    train_set = datasets["train"].with_format("torch", columns=["pixel_values"])
+    eval_set = datasets["test"].with_format("torch", columns=["pixel_values"])
+    first = train_set[0]["pixel_values"]  # (C, H, W)
+    if first.shape[1] != first.shape[2]:
+        raise ValueError(f"PatchVae needs square images, the data set has {first.shape[1]}x{first.shape[2]}")
+    data_shape = {"num_channels": int(first.shape[0]), "image_size": int(first.shape[1])}
+
+    # 3. Model, optimiser, schedule.
+    model = build_model(model_args, data_shape)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=train_args.per_device_train_batch_size,
+        shuffle=True,
+        num_workers=data_args.dataloader_num_workers,
+    )
+    eval_loader = DataLoader(eval_set, batch_size=train_args.per_device_eval_batch_size)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=train_args.learning_rate,
+        weight_decay=train_args.weight_decay,
+        betas=(train_args.adam_beta1, train_args.adam_beta2),
+    )
+    batches_per_epoch = math.ceil(len(train_set) / (train_args.per_device_train_batch_size * accelerator.num_processes))
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / train_args.gradient_accumulation_steps))
+    max_steps = (
+        train_args.max_steps
+        if train_args.max_steps > 0
+        else math.ceil(train_args.num_train_epochs * steps_per_epoch)
+    )
+    # A prepared scheduler steps once per process, so its step counts are multiplied by the process count.
+    scheduler = get_scheduler(
+        train_args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=train_args.warmup_steps * accelerator.num_processes,
+        num_training_steps=max_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler
+    )
+    unwrapped = accelerator.unwrap_model(model)
+
+    # 4. Resume.
+    global_step = 0
+    if resume_path is not None:
+        try:
+            accelerator.load_state(str(resume_path))
+        except Exception as error:  # a checkpoint whose files are unreadable
+            raise ValueError(f"could not load checkpoint {resume_path}: {error}") from error
+        global_step = json.loads((resume_path / TRAINING_STATE_NAME).read_text())["global_step"]
+    completed_batches = global_step * train_args.gradient_accumulation_steps
+    start_epoch, skip_batches = divmod(completed_batches, len(train_loader))
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    if train_args.report_to != "none":
+        accelerator.init_trackers(
+            "hf_ae", config={k: v for k, v in {**vars(model_args), **vars(data_args), **vars(train_args)}.items()
+                             if isinstance(v, (int, float, str, bool))}
+        )
+    accelerator.print(
+        f"training {model_args.model} on {data_args.dataset}: {len(train_set)} train / {len(eval_set)} test "
+        f"samples, {sum(p.numel() for p in unwrapped.parameters()):,} parameters, {max_steps} steps, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}"
+        + (f", resuming at step {global_step}" if global_step else "")
+    )
+
+    # 5. The loop.
+    log_history: list[dict] = []
+    progress = tqdm(
+        total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="training"
+    )
+    started = time.perf_counter()
+    running_loss, running_count = torch.zeros((), device=accelerator.device), 0
+    model.train()
+    epoch = start_epoch
+    while global_step < max_steps:
+        train_loader.set_epoch(epoch)
+        epoch_loader = train_loader
+        if epoch == start_epoch and skip_batches:
+            epoch_loader = accelerator.skip_first_batches(train_loader, skip_batches)
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                outputs = model(
+                    pixel_values=batch["pixel_values"],
+                    generator=_step_generator(train_args.seed, global_step, accelerator.process_index, accelerator.device),
+                    **unwrapped.loss_weights_at_step(global_step),
+                )
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            running_loss += outputs.loss.detach()
+            running_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress.update(1)
+
+            if global_step % train_args.logging_steps == 0 or global_step == max_steps:
+                loss = accelerator.reduce(running_loss, reduction="mean").item() / running_count
+                record = {"step": global_step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
+                log_history.append(record)
+                progress.set_postfix(loss=f"{loss:.4g}")
+                accelerator.log({"train/loss": loss, "train/lr": record["lr"]}, step=global_step)
+                running_loss.zero_()
+                running_count = 0
+            if train_args.eval_steps and global_step % train_args.eval_steps == 0 and global_step < max_steps:
+                metrics = evaluate_image_reconstruction(model, eval_loader, accelerator)
+                log_history.append({"step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}})
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)
+                progress.write(f"step {global_step}: " + ", ".join(f"eval {k} {v:.4g}" for k, v in metrics.items()))
+            if train_args.checkpointing_steps and global_step % train_args.checkpointing_steps == 0:
+                checkpoint = output_dir / "checkpoints" / f"step_{global_step}"
+                accelerator.save_state(str(checkpoint))
+                if accelerator.is_main_process:
+                    (checkpoint / TRAINING_STATE_NAME).write_text(json.dumps({"global_step": global_step, "epoch": epoch}))
+                    prune_checkpoints(output_dir / "checkpoints", train_args.save_total_limit)
+                accelerator.wait_for_everyone()
+            if global_step >= max_steps:
+                break
+        epoch += 1
+    progress.close()
+    train_seconds = time.perf_counter() - started
+
+    # 6. Evaluate, save, push (the main process writes; the others wait).
+    metrics = evaluate_image_reconstruction(model, eval_loader, accelerator)
+    results = {
+        **{f"eval_{k}": v for k, v in metrics.items()},
+        "global_step": global_step,
+        "epochs": global_step / steps_per_epoch,
+        "train_runtime_seconds": train_seconds,
+        "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "train_samples": len(train_set),
+        "eval_samples": len(eval_set),
+    }
+    accelerator.print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if accelerator.is_main_process:
+        save_trained_model(
+            accelerator.unwrap_model(model),
+            output_dir,
+            eval_dataset=datasets["test"],
+            metrics=metrics,
+            model_args=model_args,
+            data_args=data_args,
+            train_args=train_args,
+            results=results,
+            log_history=log_history,
+        )
+        if train_args.push_to_hub:
+            from ..hub import push_to_hub
+
+            url = push_to_hub(
+                output_dir, train_args.hub_model_id, token=train_args.hub_token, private=train_args.hub_private_repo
+            )
+            accelerator.print(f"pushed to {url}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
