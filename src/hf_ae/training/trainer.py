@@ -51,7 +51,9 @@ def build_model(model_args: ModelArguments, data_shape: dict):
             raise ValueError(f"unknown config fields {unknown} for --model {model_args.model}; known: {sorted(known)}")
         model = model_class(config_class(**{**overrides, **data_shape}))
     if model_args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5.x renamed gradient checkpointing to activation checkpointing
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     return model
 
 

@@ -125,18 +125,18 @@ def unpatchify(patches: torch.Tensor, patch_size: int, num_channels: int, image_
 def slerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
     """
     Spherical interpolation along the last dimension, one angle per vector (per latent token, as in
-    transformer-vae). Where the two vectors are (anti-)parallel or zero the angle's sine vanishes and slerp
-    is undefined; there it falls back to linear interpolation instead of returning NaN.
+    transformer-vae). Where the two vectors are (anti-)parallel the angle's sine vanishes, and a zero vector
+    has no direction: slerp is undefined there and falls back to linear interpolation instead of NaN.
 
     start, end: (..., d); ratio: a float or a tensor broadcastable to (..., 1).
     """
     ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    start_unit = start / start.norm(dim=-1, keepdim=True).clamp_min(eps)
-    end_unit = end / end.norm(dim=-1, keepdim=True).clamp_min(eps)
-    cos_angle = (start_unit * end_unit).sum(-1, keepdim=True).clamp(-1.0, 1.0)
-    angle = torch.acos(cos_angle)
+    start_norm, end_norm = start.norm(dim=-1, keepdim=True), end.norm(dim=-1, keepdim=True)
+    cos_angle = ((start / start_norm.clamp_min(eps)) * (end / end_norm.clamp_min(eps))).sum(-1, keepdim=True)
+    angle = torch.acos(cos_angle.clamp(-1.0, 1.0))
     sin_angle = torch.sin(angle)
-    degenerate = sin_angle.abs() < 1e-4
+    # a zero vector has no direction either
+    degenerate = (sin_angle.abs() < 1e-4) | (start_norm < eps) | (end_norm < eps)
     safe_sin = torch.where(degenerate, torch.ones_like(sin_angle), sin_angle)
     start_weight = torch.where(degenerate, 1.0 - ratio, torch.sin((1.0 - ratio) * angle) / safe_sin)
     end_weight = torch.where(degenerate, ratio, torch.sin(ratio * angle) / safe_sin)
@@ -336,6 +336,10 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         warmup = self.config.kl_warmup_steps
         scale = 1.0 if warmup == 0 else min(1.0, step / warmup)
         return self.config.kl_weight * scale
+
+    def loss_weights_at_step(self, step: int) -> dict[str, float]:
+        """Keyword arguments of `forward` that the training loop passes at `step` (the warmed-up KL weight)."""
+        return {"kl_weight": self.kl_weight_at_step(step)}
 
     def encode(
         self,

@@ -1,0 +1,162 @@
+import math
+
+import pytest
+import torch
+from autoencoder_mixin import AutoencoderTesterMixin
+
+from hf_ae import PatchVaeConfig, PatchVaeModel
+from hf_ae.models.patch_vae.modeling_patch_vae import patchify, slerp, unpatchify
+
+TINY = dict(
+    image_size=8, num_channels=1, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    intermediate_size=32, latent_dim=2,
+)
+
+
+@pytest.mark.parametrize("bottleneck", ["kl", "none"])
+class TestPatchVaeModel(AutoencoderTesterMixin):
+    model_class = PatchVaeModel
+
+    @pytest.fixture(autouse=True)
+    def _bottleneck(self, bottleneck):
+        self.bottleneck = bottleneck
+
+    def tiny_config(self, **overrides):
+        return PatchVaeConfig(**{**TINY, "bottleneck": self.bottleneck, **overrides})
+
+    def test_latents_one_vector_per_patch(self):
+        model = self.make_model()
+        latents = model.encode(self.make_inputs(model.config)).latents
+        assert latents.shape == (3, model.config.num_patches, model.config.latent_dim) == (3, 4, 2)
+
+    def test_loss_is_reconstruction_plus_weighted_kl(self):
+        model = self.make_model(kl_weight=0.3)
+        pixel_values = self.make_inputs(model.config)
+        outputs = model(pixel_values)
+        expected_recon = torch.nn.functional.mse_loss(outputs.reconstruction, pixel_values)
+        assert torch.allclose(outputs.recon_loss, expected_recon)
+        assert torch.allclose(outputs.loss, outputs.recon_loss + 0.3 * outputs.kl_loss)
+        if self.bottleneck == "none":
+            assert outputs.kl_loss.item() == 0.0 and outputs.latent_mean is None
+        else:
+            mean, logvar = outputs.latent_mean, outputs.latent_logvar
+            kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2)).mean() / 64
+            assert outputs.kl_loss > 0 and torch.allclose(outputs.kl_loss, kl)
+            # an explicit weight (the warm-up) overrides the config's
+            assert torch.allclose(model(pixel_values, kl_weight=0.0).loss, outputs.recon_loss)
+
+    def test_training_forward_samples_posterior_eval_forward_uses_mean(self):
+        model = self.make_model()
+        pixel_values = self.make_inputs(model.config)
+        encoded = model.encode(pixel_values)
+        assert torch.equal(model(pixel_values).latents, encoded.latents)  # eval: the mean
+        model.train()
+        sampled = model(pixel_values, generator=torch.Generator().manual_seed(0)).latents
+        if self.bottleneck == "kl":
+            assert not torch.allclose(sampled, encoded.latents)
+            assert torch.allclose(encoded.latents, encoded.latent_mean)
+        else:
+            assert torch.allclose(sampled, encoded.latents, atol=1e-6)
+
+    def test_prior_sampling(self):
+        model = self.make_model()
+        if self.bottleneck == "none":
+            assert not model.can_sample_prior
+            with pytest.raises(ValueError, match="bottleneck='kl'"):
+                model.sample(2)
+            return
+        first = model.sample(4, generator=torch.Generator().manual_seed(0))
+        again = model.sample(4, generator=torch.Generator().manual_seed(0))
+        other = model.sample(4, generator=torch.Generator().manual_seed(1))
+        assert first.shape == (4, 1, 8, 8)
+        assert torch.equal(first, again) and not torch.allclose(first, other)
+
+
+def test_bce_reconstruction_is_sigmoid_and_checks_target_range():
+    model = PatchVaeModel(PatchVaeConfig(**TINY, reconstruction_loss="bce")).eval()
+    pixel_values = torch.rand(2, 1, 8, 8)
+    outputs = model(pixel_values)
+    assert 0 <= outputs.reconstruction.min() and outputs.reconstruction.max() <= 1
+    logits = torch.logit(outputs.reconstruction.clamp(1e-6, 1 - 1e-6))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, pixel_values)
+    assert torch.allclose(outputs.recon_loss, expected, atol=1e-4)
+    with pytest.raises(ValueError, match=r"targets in \[0, 1\]"):
+        model(pixel_values * 2)
+
+
+def test_labels_are_reconstruction_targets():
+    model = PatchVaeModel(PatchVaeConfig(**TINY, bottleneck="none")).eval()
+    noisy, clean = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    outputs = model(noisy, labels=clean)
+    assert torch.allclose(outputs.recon_loss, torch.nn.functional.mse_loss(outputs.reconstruction, clean))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        model(noisy, labels=torch.rand(2, 1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("patch_size", 3, "patch_size=3 does not divide image_size=8"),
+        ("num_attention_heads", 3, "num_attention_heads=3 does not divide hidden_size=16"),
+        ("bottleneck", "vqq", "bottleneck must be one of"),
+        ("reconstruction_loss", "l1", "reconstruction_loss must be one of"),
+        ("latent_dim", 0, "latent_dim must be a positive integer"),
+        ("kl_weight", -1.0, "kl_weight must be >= 0"),
+        ("kl_warmup_steps", -5, "kl_warmup_steps must be a non-negative integer"),
+        ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be in"),
+    ],
+)
+def test_invalid_config_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        PatchVaeConfig(**{**TINY, field: value})
+
+
+def test_kl_warmup_is_linear_then_flat():
+    model = PatchVaeModel(PatchVaeConfig(**TINY, kl_weight=0.4, kl_warmup_steps=10))
+    assert [model.kl_weight_at_step(s) for s in (0, 5, 10, 50)] == pytest.approx([0.0, 0.2, 0.4, 0.4])
+    assert model.loss_weights_at_step(5) == {"kl_weight": pytest.approx(0.2)}
+    no_warmup = PatchVaeModel(PatchVaeConfig(**TINY, kl_weight=0.4))
+    assert no_warmup.kl_weight_at_step(0) == pytest.approx(0.4)
+
+
+def test_patchify_is_raster_order_and_inverts():
+    image = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    patches = patchify(image, 4)
+    assert patches.shape == (2, 4, 3 * 16)
+    # patch 1 is the top-right 4x4 block, flattened channel-major
+    assert torch.equal(patches[0, 1], image[0, :, :4, 4:].reshape(-1))
+    assert torch.equal(patches[0, 2], image[0, :, 4:, :4].reshape(-1))
+    assert torch.equal(unpatchify(patches, 4, 3, 8), image)
+    with pytest.raises(ValueError, match="does not divide"):
+        patchify(torch.rand(1, 1, 6, 6), 4)
+
+
+def test_slerp_endpoints_norm_and_degenerate_cases():
+    start, end = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert torch.allclose(slerp(start, end, 0.0), start) and torch.allclose(slerp(start, end, 1.0), end)
+    middle = slerp(start, end, 0.5)
+    assert torch.allclose(middle, torch.tensor([[math.sqrt(0.5), math.sqrt(0.5)]]), atol=1e-6)  # stays on the circle
+    # parallel, anti-parallel and zero vectors: no NaN, lerp fallback
+    for a, b in [([1.0, 2.0], [2.0, 4.0]), ([1.0, 0.0], [-1.0, 0.0]), ([0.0, 0.0], [1.0, 1.0]), ([3.0, 1.0], [3.0, 1.0])]:
+        a, b = torch.tensor([a]), torch.tensor([b])
+        out = slerp(a, b, torch.tensor(0.25))
+        assert torch.isfinite(out).all()
+        assert torch.allclose(out, a + 0.25 * (b - a), atol=1e-5)
+
+
+def test_interpolate_path_has_both_ends():
+    model = PatchVaeModel(PatchVaeConfig(**TINY)).eval()
+    pair = torch.rand(2, 1, 8, 8)
+    ratios, path = model.interpolate(pair, num_steps=5, method="slerp")
+    assert ratios.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    ends = model.decode(model.encode(pair).latents).reconstruction
+    assert torch.allclose(path[0], ends[0], atol=1e-5) and torch.allclose(path[-1], ends[1], atol=1e-5)
+    with pytest.raises(ValueError, match="method must be"):
+        model.interpolate(pair, method="cubic")
+    with pytest.raises(ValueError, match="exactly 2 images"):
+        model.interpolate(torch.rand(3, 1, 8, 8))
+
+
+def test_attention_is_sdpa_by_default():
+    model = PatchVaeModel(PatchVaeConfig(**TINY))
+    assert model.config._attn_implementation == "sdpa"
