@@ -1,0 +1,325 @@
+"""Any data set that is not embedded: a local image folder, a local data file (or folder of them), or a Hub name.
+
+Everything goes through ``datasets.load_dataset`` and is then brought to the package's column conventions:
+
+* image data sets: ``pixel_values`` float32 (C, H, W) in [0, 1] (+ ``label`` ClassLabel);
+* text data sets: ``text`` str (+ ``label`` ClassLabel).
+
+Other columns are dropped. Images are never resized unless ``image_size`` asks for it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from ._common import finish_splits, image_features, take_first, to_chw
+
+DATA_FILE_BUILDERS: dict[str, str] = {
+    ".csv": "csv", ".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet",
+}
+"""Local file extension -> ``datasets`` packaged builder."""
+
+IMAGE_COLUMN_NAMES = ("image", "img")
+TEXT_COLUMN_NAMES = ("text", "content", "line", "sentence")
+LABEL_COLUMN_NAMES = ("label", "labels")
+TEST_SPLIT_NAMES = ("test", "validation")
+
+# Image extensions the imagefolder builder reads (falls back to every extension PIL knows).
+try:
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in ImageFolder.EXTENSIONS)
+except (ImportError, AttributeError):  # pragma: no cover - depends on the datasets version
+    IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
+
+# PIL modes that are one channel; anything else is read as RGB when num_channels is not given.
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+
+
+def resolve_source(name_or_path: str) -> tuple[str, dict, bool]:
+    """Which ``load_dataset`` call reads ``name_or_path``.
+
+    Returns:
+        (path argument for ``load_dataset``, keyword arguments, whether it is a local path). A directory with
+        images -> ("imagefolder", {"data_dir": ...}); a directory of one kind of data file or a single data
+        file -> (builder, {"data_dir"/"data_files": ...}); anything else -> (name_or_path, {}) as a Hub name.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        extensions = Counter(
+            file.suffix.lower() for file in path.rglob("*")
+            if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+        )
+        if IMAGE_EXTENSIONS & extensions.keys():
+            return "imagefolder", {"data_dir": str(path)}, True
+        builders = sorted({DATA_FILE_BUILDERS[ext] for ext in extensions if ext in DATA_FILE_BUILDERS})
+        if len(builders) == 1:
+            return builders[0], {"data_dir": str(path)}, True
+        if len(builders) > 1:
+            raise ValueError(f"directory {str(path)!r} mixes data file kinds {builders}; point at one file instead")
+        raise ValueError(
+            f"directory {str(path)!r} has no images and no {sorted(DATA_FILE_BUILDERS)} files "
+            f"(found extensions: {sorted(extensions) or 'none'})"
+        )
+    if path.is_file():
+        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"file {str(path)!r}: unsupported extension {path.suffix!r}; supported: {sorted(DATA_FILE_BUILDERS)}"
+            )
+        return builder, {"data_files": str(path)}, True
+    return name_or_path, {}, False
+
+
+def _load(name_or_path: str, embedded_names: Sequence[str], load_dataset_kwargs: dict):
+    """``load_dataset`` for ``name_or_path``; an unreachable non-path name becomes a helpful ValueError."""
+    source, kwargs, is_local = resolve_source(name_or_path)
+    try:
+        return source, datasets.load_dataset(source, **{**kwargs, **load_dataset_kwargs})
+    except Exception as error:
+        if is_local:
+            raise
+        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
+        raise ValueError(
+            f"unknown data set {name_or_path!r}: it is not an embedded data set ({', '.join(embedded_names)}), "
+            f"not an existing local path, and not a reachable Hugging Face Hub data set"
+            f"{' (offline mode is set: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)' if offline else ''}. "
+            f"Original error: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _pick_splits(loaded) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
+    """(train, test or None, name of the test split used) from what ``load_dataset`` returned."""
+    if isinstance(loaded, (datasets.IterableDataset, datasets.IterableDatasetDict)):
+        raise ValueError("streaming data sets are not supported; do not pass streaming=True")
+    if isinstance(loaded, datasets.Dataset):
+        return loaded, None, ""
+    if "train" in loaded:
+        train_name = "train"
+    elif len(loaded) == 1:
+        train_name = next(iter(loaded))
+    else:
+        raise ValueError(f"no 'train' split to train on; splits found: {sorted(loaded)}")
+    test_name = next((name for name in TEST_SPLIT_NAMES if name in loaded and name != train_name), "")
+    return loaded[train_name], (loaded[test_name] if test_name else None), test_name
+
+
+def _check_column(argument: str, column: str | None, columns: Sequence[str]) -> None:
+    if column is not None and column not in columns:
+        raise ValueError(f"{argument}={column!r}: no such column; the data set has columns {list(columns)}")
+
+
+def _choose_columns(features: datasets.Features, image_column: str | None, text_column: str | None,
+                    label_column: str | None) -> tuple[str, str, str | None]:
+    """(modality "image"/"text", data column, label column or None), explicit arguments first, then by name."""
+    columns = list(features)
+    for argument, column in (("image_column", image_column), ("text_column", text_column),
+                             ("label_column", label_column)):
+        _check_column(argument, column, columns)
+    if image_column is not None and text_column is not None:
+        raise ValueError("give image_column or text_column, not both: a data set is loaded as images or as text")
+    if image_column is not None:
+        modality, data_column = "image", image_column
+    elif text_column is not None:
+        modality, data_column = "text", text_column
+    else:
+        image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+        image_columns += [name for name in IMAGE_COLUMN_NAMES if name in features and name not in image_columns]
+        text_columns = [name for name in TEXT_COLUMN_NAMES if name in features]
+        if image_columns:
+            modality, data_column = "image", image_columns[0]
+        elif text_columns:
+            modality, data_column = "text", text_columns[0]
+        else:
+            raise ValueError(
+                f"found no image column (an Image feature or one named {list(IMAGE_COLUMN_NAMES)}) and no text "
+                f"column (named {list(TEXT_COLUMN_NAMES)}) among columns {columns}; pass image_column= or text_column="
+            )
+    if label_column is None:
+        label_column = next((name for name in LABEL_COLUMN_NAMES if name in features), None)
+    if label_column == data_column:
+        raise ValueError(f"label_column {label_column!r} is also the {modality} column")
+    return modality, data_column, label_column
+
+
+def _encode_labels(splits: dict[str, datasets.Dataset], column: str) -> dict[str, datasets.Dataset]:
+    """Make ``column`` a ClassLabel in every split, with one mapping for all splits.
+
+    A ClassLabel column is kept as is. A column of plain values (str, int, bool) gets the sorted distinct
+    values of all splits together as class names (str of the value), values mapped to their index.
+    """
+    feature = next(iter(splits.values())).features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return splits
+    if not isinstance(feature, datasets.Value):
+        raise ValueError(f"label column {column!r} has feature {feature}; expected single class labels")
+    values = set()
+    for split in splits.values():
+        values.update(split.unique(column))
+    if None in values:
+        raise ValueError(f"label column {column!r} has missing values")
+    try:
+        classes = sorted(values)
+    except TypeError as error:
+        raise ValueError(f"label column {column!r} mixes value types: {error}") from error
+    index = {value: i for i, value in enumerate(classes)}
+    label_feature = datasets.ClassLabel(names=[str(value) for value in classes])
+
+    def to_index(batch: dict) -> dict:
+        return {column: [index[value] for value in batch[column]]}
+
+    encoded = {}
+    for name, split in splits.items():
+        features = split.features.copy()
+        features[column] = label_feature
+        encoded[name] = split.map(to_index, batched=True, features=features, desc=f"encoding {column!r}")
+    return encoded
+
+
+def _open_image(value: dict) -> Image.Image:
+    """Lazily open an undecoded ``datasets.Image`` value ({"bytes", "path"}): only the header is read."""
+    if value.get("bytes") is not None:
+        return Image.open(io.BytesIO(value["bytes"]))
+    return Image.open(value["path"])
+
+
+def scan_images(split: datasets.Dataset, column: str) -> tuple[Counter, str | None]:
+    """(Counter of image sizes (width, height), PIL mode of the first image) without decoding pixels."""
+    undecoded = split.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    sizes: Counter = Counter()
+    first_mode = None
+    for batch in undecoded.iter(batch_size=1000):
+        for value in batch[column]:
+            with _open_image(value) as image:
+                sizes[image.size] += 1
+                first_mode = first_mode or image.mode
+    return sizes, first_mode
+
+
+def image_to_pixels(image: Image.Image, mode: str, size: int | None) -> np.ndarray:
+    """PIL image -> float32 (C, H, W) in [0, 1]: convert to ``mode`` ("L"/"RGB"), resize to size x size if given.
+
+    Resizing uses PIL bicubic (antialiased when shrinking) and does not keep the aspect ratio.
+    """
+    image = image.convert(mode)
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return to_chw(np.asarray(image)) / 255.0
+
+
+def _images_to_pixels(splits: dict[str, datasets.Dataset], column: str, image_size: int | None,
+                      num_channels: int | None, has_label: bool):
+    """Decide C, H, W for all splits and return (transform for one split, shape text for the description)."""
+    sizes: Counter = Counter()
+    first_mode = None
+    for split in splits.values():
+        split_sizes, split_mode = scan_images(split, column)
+        sizes.update(split_sizes)
+        first_mode = first_mode or split_mode
+    if not sizes:
+        raise ValueError("the data set has no images")
+    if image_size is None and len(sizes) > 1:
+        found = ", ".join(f"{w}x{h} ({count})" for (w, h), count in sizes.most_common(10))
+        more = f" and {len(sizes) - 10} more" if len(sizes) > 10 else ""
+        raise ValueError(
+            f"images have different sizes (width x height (count)): {found}{more}; pass image_size=N to resize "
+            f"them all to N x N (nothing is resized unless asked)"
+        )
+    channels = num_channels or (1 if first_mode in GRAYSCALE_MODES else 3)
+    mode = "L" if channels == 1 else "RGB"
+    if image_size is not None:
+        height = width = image_size
+    else:
+        (width, height), = sizes
+    label_names = next(iter(splits.values())).features["label"].names if has_label else None
+    features = image_features(channels, height, width, label_names)
+
+    def convert(batch: dict) -> dict:
+        # (B, C, H, W) float32 in [0, 1]
+        return {"pixel_values": np.stack([image_to_pixels(image, mode, image_size) for image in batch[column]])}
+
+    def transform(split: datasets.Dataset) -> datasets.Dataset:
+        return split.map(convert, batched=True, batch_size=100, remove_columns=[column], features=features,
+                         desc="converting images to pixel_values")
+
+    resized = f", resized to {image_size}x{image_size} (PIL bicubic)" if image_size is not None else ""
+    return transform, f"pixel_values float32 ({channels}, {height}, {width}) in [0, 1] ({mode}{resized})"
+
+
+def load_external_dataset(name_or_path: str, *, embedded_names: Sequence[str], image_size: int | None = None,
+                          num_channels: int | None = None, image_column: str | None = None,
+                          text_column: str | None = None, label_column: str | None = None, test_size: float = 0.2,
+                          seed: int = 0, max_train_samples: int | None = None, max_eval_samples: int | None = None,
+                          **load_dataset_kwargs) -> datasets.DatasetDict:
+    """Load a non-embedded data set (see :func:`hf_ae.data.load_dataset_for_training` for the arguments)."""
+    if num_channels not in (None, 1, 3):
+        raise ValueError(f"num_channels must be None, 1 or 3, got {num_channels!r}")
+    if image_size is not None and image_size <= 0:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    source, loaded = _load(name_or_path, embedded_names, load_dataset_kwargs)
+    train, test, test_name = _pick_splits(loaded)
+    modality, data_column, label = _choose_columns(train.features, image_column, text_column, label_column)
+    if modality == "text" and (image_size is not None or num_channels is not None):
+        raise ValueError(f"image_size / num_channels apply to image data sets; {name_or_path!r} is loaded as text "
+                         f"(column {data_column!r})")
+
+    kept = [data_column] + ([label] if label else [])
+    splits = {"train": train} | ({"test": test} if test is not None else {})
+    for split_name, split in splits.items():
+        missing = [column for column in kept if column not in split.column_names]
+        if missing:
+            raise ValueError(f"split {split_name!r} lacks column(s) {missing}; it has {split.column_names}")
+    splits = {name: split.select_columns(kept) for name, split in splits.items()}
+    if modality == "image" and not isinstance(splits["train"].features[data_column], datasets.Image):
+        # e.g. a column of file paths named "image": let datasets read them as images.
+        splits = {name: split.cast_column(data_column, datasets.Image()) for name, split in splits.items()}
+    if label:
+        splits = _encode_labels(splits, label)
+        if label != "label":
+            splits = {name: split.rename_column(label, "label") for name, split in splits.items()}
+    if modality == "text":
+        if not (isinstance(splits["train"].features[data_column], datasets.Value)
+                and splits["train"].features[data_column].dtype in ("string", "large_string")):
+            raise ValueError(f"text column {data_column!r} has feature {splits['train'].features[data_column]}, "
+                             f"not strings")
+        if data_column != "text":
+            splits = {name: split.rename_column(data_column, "text") for name, split in splits.items()}
+        # One text feature for every loader (csv/json give large_string).
+        splits = {name: split.cast_column("text", datasets.Value("string")) for name, split in splits.items()}
+
+    if "test" in splits:
+        split_text = f"test = the data set's {test_name!r} split"
+    else:
+        stratify = "label" if label else None
+        try:
+            made = splits["train"].train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify)
+        except ValueError:
+            # Stratifying needs >= 2 examples per class (and enough test rows per class); fall back to random.
+            stratify = None
+            made = splits["train"].train_test_split(test_size=test_size, seed=seed)
+        splits = {"train": made["train"], "test": made["test"]}
+        split_text = (f"test made with train_test_split(test_size={test_size}, seed={seed}"
+                      f"{', stratified by label' if stratify else ''})")
+
+    transform = None
+    if modality == "image":
+        # Scan only the rows that will be kept (finish_splits truncates the same way before transforming).
+        kept_rows = {"train": take_first(splits["train"], max_train_samples),
+                     "test": take_first(splits["test"], max_eval_samples)}
+        transform, content = _images_to_pixels(kept_rows, data_column, image_size, num_channels, bool(label))
+        content = f"image column {data_column!r} -> {content}"
+    else:
+        content = f"text column {data_column!r} -> text"
+    if label:
+        content += f", label from column {label!r} ({splits['train'].features['label'].num_classes} classes)"
+    what = f"{name_or_path}: loaded with datasets.load_dataset({source!r}); {content}; {split_text}."
+    return finish_splits(splits["train"], splits["test"], what=what, max_train_samples=max_train_samples,
+                         max_eval_samples=max_eval_samples, transform=transform)
