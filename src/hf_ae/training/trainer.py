@@ -57,6 +57,12 @@ def build_model(model_args: ModelArguments, data_shape: dict):
     return model
 
 
+def has_accelerator_device() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
+
+
 def _step_generator(seed: int, step: int, process_index: int, device) -> torch.Generator:
     """Posterior noise as a pure function of (seed, step, rank): a resumed run draws the same noise as an
     uninterrupted one, whatever else consumed the global RNG (data-loader iterators do)."""
@@ -81,7 +87,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         )
 
     accelerator = Accelerator(
-        cpu=train_args.cpu,
+        # Accelerate runs several CPU processes (torchrun, `accelerate launch --multi_gpu`) as one gloo group
+        # only when told cpu=True; without it each process would train alone.
+        cpu=train_args.cpu or not has_accelerator_device(),
         mixed_precision=train_args.mixed_precision,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         log_with=None if train_args.report_to == "none" else train_args.report_to,

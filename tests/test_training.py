@@ -1,0 +1,172 @@
+"""scripts/train.py end to end: outputs, resume, checkpoints, config files, two real processes."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from subprocess_env import REPO_ROOT, isolated_env
+
+from hf_ae.training import parse_args, train
+
+TRAIN_SCRIPT = str(REPO_ROOT / "scripts" / "train.py")
+TINY_OVERRIDES = "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32"
+
+
+def tiny_args(output_dir, *extra):
+    return [
+        "--model", "patch_vae", "--dataset", "digits", "--output_dir", str(output_dir),
+        "--config_overrides", TINY_OVERRIDES, "--max_train_samples", "40", "--max_eval_samples", "20",
+        "--per_device_train_batch_size", "8", "--num_sample_images", "4", "--logging_steps", "2", *extra,
+    ]
+
+
+def run_train(argv):
+    return train(*parse_args(argv))
+
+
+def test_train_script_with_defaults_writes_a_complete_model_folder(tmp_path):
+    """The documented minimal command: nothing but --model, --dataset, --max_steps and --output_dir."""
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, TRAIN_SCRIPT, "--model", "patch_vae", "--dataset", "digits", "--max_steps", "30",
+         "--output_dir", str(output_dir)],
+        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training:" in result.stderr  # the progress bar
+    files = {p.name for p in output_dir.iterdir()}
+    expected = {
+        "config.json", "model.safetensors", "configuration_patch_vae.py", "modeling_patch_vae.py",
+        "pipeline_autoencoder.py", "README.md", "reconstructions.png", "samples.png", "interpolation.png",
+        "all_results.json", "trainer_state.json", "training_args.json",
+    }
+    assert expected <= files, expected - files
+    assert not [f for f in files if f.startswith(".saving-")]  # the staging folder is gone
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["global_step"] == 30 and results["num_processes"] == 1
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    losses = [r["loss"] for r in history if "loss" in r]
+    assert losses[-1] < losses[0]  # it learned something in 30 steps
+    card = (output_dir / "README.md").read_text()
+    assert f"{results['eval_mse']:.6g}" in card and "trust_remote_code=True" in card and "model-index" in card
+    for png in ("reconstructions.png", "samples.png", "interpolation.png"):
+        with Image.open(output_dir / png) as image:
+            assert image.width >= 64 and image.height >= 64
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    """Stop after 3 of 11 steps (a checkpoint), resume in another folder: same weights as the full run.
+    40 samples at batch 8 = 5 batches per epoch, so the resumed run starts mid-epoch and crosses two epochs."""
+    full = tmp_path / "full"
+    run_train(tiny_args(full, "--max_steps", "11", "--checkpointing_steps", "3", "--seed", "3"))
+    checkpoint = full / "checkpoints" / "step_3"
+    assert json.loads((checkpoint / "training_state.json").read_text())["global_step"] == 3
+
+    resumed = tmp_path / "resumed"
+    results = run_train(
+        tiny_args(resumed, "--max_steps", "11", "--seed", "3", "--resume_from_checkpoint", str(checkpoint))
+    )
+    assert results["global_step"] == 11
+    expected, got = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+
+    # Sanity check that the comparison can fail: a different seed ends elsewhere.
+    other = tmp_path / "other"
+    run_train(tiny_args(other, "--max_steps", "11", "--seed", "4"))
+    other_weights = load_file(other / "model.safetensors")
+    assert any(not torch.allclose(expected[n], other_weights[n], atol=1e-6) for n in expected)
+
+
+def test_resume_latest_picks_newest_checkpoint_and_keeps_limit(tmp_path):
+    output_dir = tmp_path / "run"
+    run_train(tiny_args(output_dir, "--max_steps", "6", "--checkpointing_steps", "2", "--save_total_limit", "2"))
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["step_4", "step_6"]
+    # continuing to 8 steps from the newest checkpoint (step 6) in the same folder
+    results = run_train(tiny_args(output_dir, "--max_steps", "8", "--resume_from_checkpoint", "latest"))
+    assert results["global_step"] == 8
+
+
+def test_missing_and_corrupt_checkpoints_fail_clearly_and_overwrite_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    with pytest.raises(ValueError, match="no checkpoint in"):
+        run_train(tiny_args(empty, "--max_steps", "4", "--resume_from_checkpoint", "latest"))
+    assert not empty.exists()  # nothing was created
+    with pytest.raises(ValueError, match="no such checkpoint folder"):
+        run_train(tiny_args(empty, "--max_steps", "4", "--resume_from_checkpoint", str(tmp_path / "nope")))
+
+    output_dir = tmp_path / "run"
+    run_train(tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2"))
+    before = {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()}
+
+    broken = output_dir / "checkpoints" / "step_4"
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt: model.safetensors is unreadable"):
+        run_train(tiny_args(output_dir, "--max_steps", "6", "--resume_from_checkpoint", "latest"))
+    (broken / "optimizer.bin").unlink()
+    with pytest.raises(ValueError, match=r"incomplete or corrupt: missing \['optimizer.bin'\]"):
+        run_train(tiny_args(output_dir, "--max_steps", "6", "--resume_from_checkpoint", str(broken)))
+    after = {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_refuses_to_overwrite_a_saved_model(tmp_path):
+    output_dir = tmp_path / "run"
+    run_train(tiny_args(output_dir, "--max_steps", "2"))
+    with pytest.raises(ValueError, match="already holds a saved model"):
+        run_train(tiny_args(output_dir, "--max_steps", "2"))
+    assert run_train(tiny_args(output_dir, "--max_steps", "2", "--overwrite_output_dir"))["global_step"] == 2
+
+
+def test_yaml_config_supplies_defaults_and_command_line_wins(tmp_path):
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(
+        "model: patch_vae\ndataset: digits\nlearning_rate: 0.005\nmax_steps: 7\n"
+        "config_overrides:\n  hidden_size: 16\n  latent_dim: 3\n"
+    )
+    model_args, data_args, train_args = parse_args(["--config", str(config_file), "--max_steps", "9"])
+    assert train_args.learning_rate == 0.005 and train_args.max_steps == 9
+    assert model_args.config_overrides == "hidden_size=16,latent_dim=3"
+    config_file.write_text("learning_rte: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rte'\]"):
+        parse_args(["--config", str(config_file)])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "gan"], "unknown --model 'gan'; choose one of"),
+        (["--config_overrides", "hiden_size=3"], r"unknown config fields \['hiden_size'\]"),
+        (["--config_overrides", "image_size=16"], "config_overrides sets image_size=16 but the data set has image_size=8"),
+        (["--config_overrides", "patch_size=3"], "patch_size=3 does not divide image_size=8"),
+        (["--dataset", "digits-text"], "trains on images"),
+    ],
+)
+def test_bad_training_arguments_raise_clear_errors(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        run_train(tiny_args(tmp_path / "run", "--max_steps", "1") + extra)
+
+
+def test_two_processes_train_with_world_size_two(tmp_path):
+    """torchrun starts 2 real CPU processes (gloo); only the main process writes and prints results."""
+    output_dir = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
+        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["num_processes"] == 2 and "MULTI_CPU" in results["distributed_type"]
+    assert results["global_step"] == 4
+    assert result.stdout.count("final:") == 1  # accelerator.print: main process only
+    assert (output_dir / "checkpoints" / "step_4" / "training_state.json").exists()
+    # each process saw its own half of every batch: 40 samples / (8 * 2) -> 3 batches per epoch
+    assert results["epochs"] == pytest.approx(4 / 3)
+    shutil.rmtree(output_dir / "checkpoints")
