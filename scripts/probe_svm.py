@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import AutoModel
 
 from hf_ae.data import load_dataset_for_training
-from hf_ae.evaluation.probe import format_probe_table, run_probe
+from hf_ae.evaluation.probe import format_probe_table, probe_results_filename, run_probe
 
 
 def main(argv=None):
@@ -42,10 +42,14 @@ def main(argv=None):
     print(f"SVM probe of {args.model} on {args.dataset} ({results['train_samples']} train / "
           f"{results['test_samples']} test, latents {results['latent_shape']})")
     print(format_probe_table(results))
-    output = Path(args.output) if args.output else Path(args.model) / f"probe_svm_{args.dataset}.json"
-    if output.parent.is_dir():
-        output.write_text(json.dumps(results, indent=2))
-        print(f"wrote {output}")
+    if args.output:
+        output = Path(args.output)
+    elif Path(args.model).is_dir():
+        output = Path(args.model) / probe_results_filename(args.dataset)
+    else:  # a Hub id: write next to where we run
+        output = Path(probe_results_filename(args.dataset))
+    output.write_text(json.dumps(results, indent=2))
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

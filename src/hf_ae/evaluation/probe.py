@@ -10,6 +10,7 @@ the most frequent test class is chance. Features:
 For a VAE the latents are posterior means (`encode` does not sample by default).
 """
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -17,6 +18,11 @@ import torch
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+
+def probe_results_filename(dataset: str) -> str:
+    """probe_svm_<data set>.json, with the data set name made safe for a file name (it may be a path)."""
+    return "probe_svm_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.strip("/")) + ".json"
 
 
 @torch.no_grad()

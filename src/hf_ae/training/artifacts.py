@@ -16,10 +16,14 @@ from pathlib import Path
 
 import torch
 
+from ..evaluation.probe import probe_results_filename, run_probe
 from ..hub import EvalResult, render_model_card
 from ..visualization import save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+# The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
+# grows quadratically with the rows; scripts/probe_svm.py runs it on any size).
+PROBE_MAX_TRAIN_ROWS = 20_000
 
 
 @torch.no_grad()
@@ -85,11 +89,30 @@ def render_card(model, output_dir: Path, metrics: dict, context: dict):
     )
 
 
+def maybe_run_probe(model, datasets) -> dict | None:
+    """The SVM probe's accuracies when the data has labels and is small enough, else None."""
+    if any("label" not in datasets[s].column_names for s in ("train", "test")):
+        return None
+    if len(datasets["train"]) > PROBE_MAX_TRAIN_ROWS:
+        return None
+    return run_probe(model, datasets)
+
+
 def save_trained_model(
-    model, output_dir: Path, *, eval_dataset, metrics, model_args, data_args, train_args, results, log_history
+    model, output_dir: Path, *, datasets, metrics, model_args, data_args, train_args, results, log_history
 ) -> None:
     """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring)."""
     output_dir = Path(output_dir)
+    eval_dataset = datasets["test"]
+    probe = maybe_run_probe(model, datasets)
+    if probe is not None:
+        metrics = {
+            **metrics,
+            "probe_accuracy": probe["latents_concatenated"],
+            "probe_accuracy_mean_pooled": probe["latents_mean_pooled"],
+            "probe_accuracy_raw_inputs": probe["raw_inputs"],
+        }
+        results.update({f"eval_{k}": v for k, v in metrics.items() if k.startswith("probe_")})
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
     try:
@@ -111,6 +134,8 @@ def save_trained_model(
         }
         render_card(model, output_dir, metrics, context).save(staging / "README.md")
         (staging / "all_results.json").write_text(json.dumps(results, indent=2))
+        if probe is not None:
+            (staging / probe_results_filename(data_args.dataset)).write_text(json.dumps(probe, indent=2))
         (staging / "trainer_state.json").write_text(json.dumps({"log_history": log_history}, indent=2))
         arguments = {**asdict(model_args), **asdict(data_args), **asdict(train_args)}
         arguments.pop("hub_token", None)

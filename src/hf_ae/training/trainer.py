@@ -256,7 +256,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         save_trained_model(
             accelerator.unwrap_model(model),
             output_dir,
-            eval_dataset=datasets["test"],
+            datasets=datasets,
             metrics=metrics,
             model_args=model_args,
             data_args=data_args,
