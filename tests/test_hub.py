@@ -274,3 +274,52 @@ def test_render_model_card_offline(tmp_path):
     card = render_model_card(plain, model_name="m", tags=["x"])
     assert str(card).startswith("---\n") and "library_name: transformers" in str(card)
     assert "# m" in card.text
+
+
+def test_trained_patch_vae_round_trips_through_the_hub(tmp_path, hub_endpoint):
+    """scripts/train.py --push_to_hub, then in a fresh process without hf_ae: AutoModel and a pipeline from the Hub
+    give the same reconstruction as the local model."""
+    env = hub_env(hub_endpoint, tmp_path)
+    output_dir = tmp_path / "trained"
+    train_script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    proc = subprocess.run(
+        [sys.executable, str(train_script), "--max_steps", "3", "--output_dir", str(output_dir),
+         "--config_overrides", "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32",
+         "--max_train_samples", "32", "--max_eval_samples", "16", "--num_sample_images", "4",
+         "--push_to_hub", "--hub_model_id", "test-user/patch-vae-tiny"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pushed to" in proc.stdout
+
+    pixel_values = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
+    code = f"""
+        import json, torch
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoModel, pipeline
+        repo = "test-user/patch-vae-tiny"
+        model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+        pixel_values = load_file({str(tmp_path / "inputs.safetensors")!r})["pixel_values"]
+        with torch.no_grad():
+            save_file({{"reconstruction": model(pixel_values).reconstruction}}, {str(tmp_path / "hub_out.safetensors")!r})
+        samples = pipeline("autoencoder-generation", model=repo, trust_remote_code=True)(2, seed=0)
+        print(json.dumps({{"module": type(model).__module__, "samples": [s.size for s in samples]}}))
+    """
+    report = json.loads(run_client(code, env, without_hf_ae=True).stdout.strip().splitlines()[-1])
+    assert report["module"].startswith("transformers_modules") and report["samples"] == [[8, 8], [8, 8]]
+
+    from hf_ae import PatchVaeModel
+    from safetensors.torch import load_file
+
+    local = PatchVaeModel.from_pretrained(output_dir).eval()
+    with torch.no_grad():
+        expected = local(pixel_values).reconstruction
+    assert torch.allclose(load_file(tmp_path / "hub_out.safetensors")["reconstruction"], expected, atol=1e-6)
+    # the card travelled with the model and carries the measured metric
+    card = run_client(
+        'from huggingface_hub import hf_hub_download\nprint(open(hf_hub_download("test-user/patch-vae-tiny", "README.md")).read())',
+        env,
+        without_hf_ae=True,
+    ).stdout
+    assert "model-index" in card and "PatchVae" in card
