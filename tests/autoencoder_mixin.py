@@ -12,7 +12,6 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
 from subprocess_env import isolated_env
 
 

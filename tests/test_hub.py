@@ -309,8 +309,9 @@ def test_trained_patch_vae_round_trips_through_the_hub(tmp_path, hub_endpoint):
     report = json.loads(run_client(code, env, without_hf_ae=True).stdout.strip().splitlines()[-1])
     assert report["module"].startswith("transformers_modules") and report["samples"] == [[8, 8], [8, 8]]
 
-    from hf_ae import PatchVaeModel
     from safetensors.torch import load_file
+
+    from hf_ae import PatchVaeModel
 
     local = PatchVaeModel.from_pretrained(output_dir).eval()
     with torch.no_grad():

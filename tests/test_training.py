@@ -170,3 +170,29 @@ def test_two_processes_train_with_world_size_two(tmp_path):
     # each process saw its own half of every batch: 40 samples / (8 * 2) -> 3 batches per epoch
     assert results["epochs"] == pytest.approx(4 / 3)
     shutil.rmtree(output_dir / "checkpoints")
+
+
+def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
+    output_dir = tmp_path / "run"
+    results = run_train(
+        tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard", "--mixed_precision", "bf16",
+                  "--gradient_checkpointing", "--eval_steps", "2")
+    )
+    assert results["global_step"] == 4
+    events = list((output_dir / "logs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert any("eval_mse" in record for record in history)  # the evaluation at step 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--mixed_precision", "fp8"], "mixed_precision must be"),
+        (["--report_to", "wandb"], "report_to must be"),
+        (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+    ],
+)
+def test_argument_validation(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(argv)

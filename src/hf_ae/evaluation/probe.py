@@ -1,8 +1,10 @@
 """The SVM latent probe: how much class information the latents keep.
 
-Encode the train and test splits, fit scikit-learn's `SVC` (RBF kernel, default C, features standardised) on
-the train latents and score it on the test latents; the same probe on the raw inputs is the baseline, and
-the most frequent test class is chance. Features:
+Encode the train and test splits, fit scikit-learn's `SVC` (RBF kernel, features standardised) on the train
+latents and score it on the test latents; the same probe on the raw inputs is the baseline, and the most
+frequent test class is chance. The SVM's C and gamma are chosen by 5-fold cross-validation on the training
+split only (`GridSearchCV`), for latents and raw inputs alike: with a fixed C=1 the accuracy of one model
+swung by 2.5 points as C varied, which says more about the SVM than about the latents. Features:
 
 * `concatenated`: every latent token's vector, flattened, (B, num_tokens * latent_dim);
 * `mean_pooled`: the mean over latent tokens, (B, latent_dim).
@@ -15,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 import torch
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -37,10 +40,19 @@ def encode_dataset(model, dataset, batch_size: int = 256) -> np.ndarray:
     return torch.cat(chunks).double().numpy()
 
 
+SVM_GRID = {"svc__C": [0.1, 1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.01, 0.03, 0.1, 0.3, 1.0]}
+
+
 def svm_accuracy(train_features, train_labels, test_features, test_labels) -> float:
-    probe = make_pipeline(StandardScaler(), SVC())
-    probe.fit(train_features, train_labels)
-    return float(probe.score(test_features, test_labels))
+    """Test accuracy of a standardised RBF SVC whose C and gamma were picked by 5-fold CV on the train split."""
+    smallest_class = min(Counter(np.asarray(train_labels).tolist()).values())
+    if smallest_class < 2:  # too few examples of some class to cross-validate: the default SVM
+        probe = make_pipeline(StandardScaler(), SVC()).fit(train_features, train_labels)
+        return float(probe.score(test_features, test_labels))
+    folds = StratifiedKFold(n_splits=min(5, smallest_class), shuffle=True, random_state=0)
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=folds, n_jobs=1)
+    search.fit(train_features, train_labels)
+    return float(search.score(test_features, test_labels))
 
 
 def run_probe(model, datasets) -> dict:

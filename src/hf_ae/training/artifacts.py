@@ -58,7 +58,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     return images
 
 
-def render_card(model, output_dir: Path, metrics: dict, context: dict):
+def render_card(model, metrics: dict, context: dict):
     """The model card of `model.config.model_type`, rendered with measured metrics."""
     config = model.config
     template = MODEL_CARDS_DIR / f"{config.model_type}.md"
@@ -132,7 +132,7 @@ def save_trained_model(
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
                                        "train_samples", "eval_samples")},
         }
-        render_card(model, output_dir, metrics, context).save(staging / "README.md")
+        render_card(model, metrics, context).save(staging / "README.md")
         (staging / "all_results.json").write_text(json.dumps(results, indent=2))
         if probe is not None:
             (staging / probe_results_filename(data_args.dataset)).write_text(json.dumps(probe, indent=2))

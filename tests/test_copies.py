@@ -1,0 +1,42 @@
+"""The `# Copied from` markers between model folders: the repository's copies agree, and the checker catches drift."""
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "utils"))
+
+from check_copies import check_tree  # noqa: E402
+
+
+def test_copies_in_the_repository_agree():
+    assert check_tree(REPO_ROOT / "src") == []
+
+
+def make_tree(tmp_path, copied_body: str, whole_file: str) -> Path:
+    source = tmp_path / "hf_ae" / "models" / "a"
+    source.mkdir(parents=True)
+    (source / "shared.py").write_text("def helper(x):\n    return x + 1\n\n\nclass AThing:\n    pass\n")
+    target = tmp_path / "hf_ae" / "models" / "b"
+    target.mkdir(parents=True)
+    (target / "modeling_b.py").write_text(
+        "import os\n\n\n# Copied from hf_ae.models.a.shared.helper\n" + copied_body
+        + "\n\n# Copied from hf_ae.models.a.shared.AThing with AThing->BThing\nclass BThing:\n    pass\n"
+    )
+    (target / "shared.py").write_text("# Copied from hf_ae.models.a.shared\n" + whole_file)
+    return tmp_path
+
+
+def test_checker_accepts_faithful_copies(tmp_path):
+    root = make_tree(
+        tmp_path, "def helper(x):\n    return x + 1\n", "def helper(x):\n    return x + 1\n\n\nclass AThing:\n    pass\n"
+    )
+    assert check_tree(root) == []
+
+
+def test_checker_reports_drift_in_functions_and_files(tmp_path):
+    root = make_tree(tmp_path, "def helper(x):\n    return x + 2\n", "def helper(x):\n    return x\n")
+    problems = check_tree(root)
+    assert len(problems) == 2
+    assert any("helper differs from hf_ae.models.a.shared.helper" in p for p in problems)
+    assert any("differs from" in p and p.startswith(str(root / "hf_ae" / "models" / "b" / "shared.py")) for p in problems)
