@@ -1,13 +1,19 @@
-"""The pipelines with hf_ae installed (registered tasks, no remote code) and their input checks."""
+"""The pipelines with hf_ae installed, and their input checks.
+
+A saved folder lists its pipelines in `config.custom_pipelines`, and transformers then always loads them as
+remote code from the folder (trust_remote_code=True), hf_ae installed or not; an in-memory model is wrapped
+by constructing the pipeline class directly."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import pipeline
+from transformers import pipeline as transformers_pipeline
 
-import hf_ae  # noqa: F401  (registers the Auto classes and the pipeline tasks)
 from hf_ae import PatchVaeConfig, PatchVaeModel
+from hf_ae.models.patch_vae.pipeline_autoencoder import ImageReconstructionPipeline
 
 TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
 
@@ -20,14 +26,17 @@ def model_dir(tmp_path_factory):
     return folder
 
 
+def pipeline(task, model):
+    return transformers_pipeline(task, model=model, trust_remote_code=True)
+
+
 def digit_image(seed=0, size=8):
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((size, size)) * 255).astype(np.uint8), mode="L")
 
 
-def test_registered_tasks_load_without_trust_remote_code(model_dir):
+def test_reconstruction_matches_the_model_up_to_8_bit_rounding(model_dir):
     reconstruct = pipeline("image-reconstruction", model=str(model_dir))
-    assert type(reconstruct).__module__.startswith("hf_ae.")
     image = digit_image()
     output = reconstruct(image)
     assert isinstance(output, Image.Image) and output.size == (8, 8) and output.mode == "L"
@@ -38,6 +47,20 @@ def test_registered_tasks_load_without_trust_remote_code(model_dir):
     got = torch.from_numpy(np.asarray(output, dtype=np.float32) / 255)
     assert (got - expected).abs().max() <= 1 / 255 + 1e-6  # only the 8-bit rounding
     assert len(reconstruct([image, digit_image(1)])) == 2
+    # the same pipeline class around an in-memory model
+    in_memory = ImageReconstructionPipeline(model=model)
+    assert np.array_equal(np.asarray(in_memory(image)), np.asarray(output))
+
+
+def test_config_stays_json_after_pipeline_loading(model_dir, tmp_path):
+    """transformers' pipeline() rewrites config.custom_pipelines in place; saving must still work."""
+    reconstruct = pipeline("image-reconstruction", model=str(model_dir))
+    reconstruct.model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
+    assert {task: info["pt"] for task, info in saved.items()} == {
+        "image-reconstruction": ["AutoModel"], "latent-interpolation": ["AutoModel"], "autoencoder-generation": ["AutoModel"]
+    }
+    assert PatchVaeConfig().custom_pipelines["image-reconstruction"]["pt"] == ["AutoModel"]
 
 
 def test_interpolation_and_generation(model_dir):

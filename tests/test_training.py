@@ -173,16 +173,20 @@ def test_two_processes_train_with_world_size_two(tmp_path):
 
 
 def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
+    """In a subprocess: Accelerate's state (mixed precision included) is one per process."""
     output_dir = tmp_path / "run"
-    results = run_train(
-        tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard", "--mixed_precision", "bf16",
-                  "--gradient_checkpointing", "--eval_steps", "2")
+    result = subprocess.run(
+        [sys.executable, TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard",
+                                                  "--mixed_precision", "bf16", "--gradient_checkpointing", "--eval_steps", "2")],
+        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=300,
     )
-    assert results["global_step"] == 4
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((output_dir / "all_results.json").read_text())["global_step"] == 4
     events = list((output_dir / "logs").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     assert any("eval_mse" in record for record in history)  # the evaluation at step 2
+    assert json.loads((output_dir / "training_args.json").read_text())["mixed_precision"] == "bf16"
 
 
 @pytest.mark.parametrize(

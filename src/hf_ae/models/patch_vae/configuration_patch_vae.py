@@ -1,5 +1,7 @@
 """PatchVae configuration."""
 
+import copy
+
 from transformers import PretrainedConfig
 
 # Bottlenecks implemented in modeling_patch_vae.PATCH_VAE_BOTTLENECKS. "vq" and "fsq" plug into the
@@ -141,9 +143,20 @@ class PatchVaeConfig(PretrainedConfig):
         self.kl_weight = kl_weight
         self.kl_warmup_steps = kl_warmup_steps
         self.reconstruction_loss = reconstruction_loss
-        kwargs.setdefault("custom_pipelines", PATCH_VAE_CUSTOM_PIPELINES)
+        # A copy per config: transformers' pipeline() rewrites the "pt" entries of this dict in place.
+        kwargs.setdefault("custom_pipelines", copy.deepcopy(PATCH_VAE_CUSTOM_PIPELINES))
         super().__init__(**kwargs)
         self.validate_fields()
+
+    def to_dict(self):
+        output = super().to_dict()
+        # transformers' pipeline() (clean_custom_task) replaces the class names under "pt" with the classes
+        # themselves, in this config's dict; turn them back into names so the config stays JSON.
+        pipelines = output.get("custom_pipelines") or {}
+        for task, info in pipelines.items():
+            names = [c if isinstance(c, str) else c.__name__ for c in info.get("pt", ())]
+            pipelines[task] = {**info, "pt": names}
+        return output
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""
