@@ -195,8 +195,33 @@ def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
         (["--mixed_precision", "fp8"], "mixed_precision must be"),
         (["--report_to", "wandb"], "report_to must be"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+        (["--input_noise_std", "-0.1"], "input_noise_std must be >= 0"),
     ],
 )
 def test_argument_validation(argv, message):
     with pytest.raises(ValueError, match=message):
         parse_args(argv)
+
+
+def test_input_noise_trains_a_denoiser_on_clean_targets(tmp_path, monkeypatch):
+    """--input_noise_std: the model sees noisy inputs in [0, 1] and is scored against the clean images."""
+    from hf_ae import PatchVaeModel
+
+    seen = []
+    original_forward = PatchVaeModel.forward
+
+    def recording_forward(self, pixel_values, labels=None, **kwargs):
+        if self.training:
+            seen.append((pixel_values.detach().clone(), None if labels is None else labels.detach().clone()))
+        return original_forward(self, pixel_values, labels=labels, **kwargs)
+
+    monkeypatch.setattr(PatchVaeModel, "forward", recording_forward)
+    run_train(tiny_args(tmp_path / "noisy", "--max_steps", "2", "--input_noise_std", "0.2"))
+    assert len(seen) == 2
+    for inputs, labels in seen:
+        assert labels is not None and inputs.shape == labels.shape
+        assert 0 <= inputs.min() and inputs.max() <= 1
+        assert 0.1 < (inputs - labels).std() < 0.25  # noise of std 0.2, a little less after clipping
+    seen.clear()
+    run_train(tiny_args(tmp_path / "clean", "--max_steps", "1"))
+    assert seen[0][1] is None  # no noise: the input is its own target

@@ -73,6 +73,13 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even where a GPU is available."})
     seed: int = field(default=42, metadata={"help": "Seed for the model, the data order and the posterior noise."})
+    input_noise_std: float = field(
+        default=0.0,
+        metadata={
+            "help": "Train as a denoising autoencoder: add N(0, std^2) noise to the input images only (clipped to "
+            "[0, 1]); the targets stay clean. A regulariser for small data sets. 0 = off."
+        },
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0 = once, at the end)."})
     checkpointing_steps: int = field(default=0, metadata={"help": "accelerator.save_state every N steps (0 = never)."})
@@ -97,6 +104,8 @@ class TrainArguments:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.input_noise_std < 0:
+            raise ValueError(f"input_noise_std must be >= 0, got {self.input_noise_std}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
 

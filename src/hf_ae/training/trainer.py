@@ -195,9 +195,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             epoch_loader = accelerator.skip_first_batches(train_loader, skip_batches)
         for batch in epoch_loader:
             with accelerator.accumulate(model):
+                generator = _step_generator(train_args.seed, global_step, accelerator.process_index, accelerator.device)
+                clean = batch["pixel_values"]  # (B, C, H, W)
+                inputs, labels = clean, None
+                if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
+                    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+                    inputs, labels = (clean + train_args.input_noise_std * noise).clamp(0, 1), clean
                 outputs = model(
-                    pixel_values=batch["pixel_values"],
-                    generator=_step_generator(train_args.seed, global_step, accelerator.process_index, accelerator.device),
+                    pixel_values=inputs,
+                    labels=labels,
+                    generator=generator,
                     **unwrapped.loss_weights_at_step(global_step),
                 )
                 accelerator.backward(outputs.loss)
