@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from subprocess_env import isolated_env
+
 DEFAULT_NAMESPACE = "test-user"  # owner of repos created without a namespace (what `whoami` would return)
 _REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
 _SEG = r"(?P<rev>[^/]+)"  # clients URL-quote revisions with safe="" ("refs/pr/1" -> "refs%2Fpr%2F1")
@@ -346,20 +348,14 @@ def hub_env(endpoint: str, tmp_path: str | os.PathLike, *, disable_xet: bool = F
     `disable_xet=True` sets `HF_HUB_DISABLE_XET=1`, which switches `upload_folder` from the hf_xet
     pipelined upload (the default when hf_xet is installed) to the legacy single `create_commit`.
     """
-    tmp_path = Path(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env.update(
+    env = isolated_env(
+        tmp_path,
         HF_ENDPOINT=endpoint,
         HF_HUB_OFFLINE="0",
-        HF_HOME=str(tmp_path / "hf_home"),
-        HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
         HF_TOKEN="test-token",
-        HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
-        PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
     )
     if disable_xet:
         env["HF_HUB_DISABLE_XET"] = "1"
