@@ -15,12 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from hf_ae.evaluation.probe import format_probe_table
 from hf_ae.training import parse_args, train
-from hf_ae.visualization import save_grid
 
 # The `kl` configuration of benchmarks/patch_vae_digits.py: about 70 s of training on a 2-core CPU.
 DEMO_TRAINING = [
@@ -71,15 +67,6 @@ def reload_without_hf_ae(model_dir: Path) -> str:
     return result.stdout.strip()
 
 
-def save_pipeline_samples(model_dir: Path) -> None:
-    """16 prior samples through the generation pipeline (here with hf_ae installed) as one PNG."""
-    from transformers import pipeline
-
-    samples = pipeline("autoencoder-generation", model=str(model_dir), trust_remote_code=True)(16, seed=0)
-    arrays = np.stack([np.asarray(sample, dtype=np.float32) / 255 for sample in samples])  # (16, H, W)
-    save_grid(torch.from_numpy(arrays).unsqueeze(1), model_dir / "pipeline_samples.png", nrow=8)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo")
@@ -98,7 +85,6 @@ def main():
     # 3. Load back as a user would, in a fresh process where hf_ae cannot be imported: the code comes from the
     #    saved folder (remote code), not from this package.
     print(reload_without_hf_ae(model_dir))
-    save_pipeline_samples(model_dir)
 
     # 4. Metrics: reconstruction and the SVM probe, both measured at the end of training on the test split.
     probe = json.loads((model_dir / "probe_svm_digits.json").read_text())

@@ -17,5 +17,5 @@ def test_demo_script_end_to_end_short_run(tmp_path):
     assert "pipeline('autoencoder-generation'): 16 PIL images" in out
     assert "test MSE per pixel" in out and "| SVM on raw inputs |" in out
     model_dir = tmp_path / "demo" / "patch-vae-digits"
-    for name in ("README.md", "model.safetensors", "samples.png", "pipeline_samples.png", "probe_svm_digits.json"):
+    for name in ("README.md", "model.safetensors", "samples.png", "probe_svm_digits.json"):
         assert (model_dir / name).is_file(), name

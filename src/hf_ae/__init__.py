@@ -8,7 +8,9 @@ from .models.patch_vae.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
 
 __version__ = "0.1.0"
 
-# With hf_ae installed, the Auto classes and pipeline() know our models and tasks without trust_remote_code.
+# With hf_ae installed, the Auto classes know our models without trust_remote_code. The pipeline tasks are
+# registered too, but a saved model lists them in config.custom_pipelines, and transformers then always
+# loads them from the model's folder as remote code (trust_remote_code=True), hf_ae installed or not.
 for _config_class, _model_class in MODEL_CLASSES.values():
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)

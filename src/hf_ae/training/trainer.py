@@ -18,6 +18,7 @@ from transformers import get_scheduler
 
 from ..data import dataset_modality, load_dataset_for_training
 from ..evaluation.reconstruction import evaluate_image_reconstruction
+from ..hub import push_to_hub
 from ..models import MODEL_CLASSES
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_config_overrides
 from .artifacts import save_trained_model
@@ -129,18 +130,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         num_workers=data_args.dataloader_num_workers,
     )
     eval_loader = DataLoader(eval_set, batch_size=train_args.per_device_eval_batch_size)
+    # Prepared first, so that len(train_loader) is this process's number of batches per epoch.
+    train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / train_args.gradient_accumulation_steps))
+    max_steps = (
+        train_args.max_steps
+        if train_args.max_steps > 0
+        else math.ceil(train_args.num_train_epochs * steps_per_epoch)
+    )
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=train_args.learning_rate,
         weight_decay=train_args.weight_decay,
         betas=(train_args.adam_beta1, train_args.adam_beta2),
-    )
-    batches_per_epoch = math.ceil(len(train_set) / (train_args.per_device_train_batch_size * accelerator.num_processes))
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / train_args.gradient_accumulation_steps))
-    max_steps = (
-        train_args.max_steps
-        if train_args.max_steps > 0
-        else math.ceil(train_args.num_train_epochs * steps_per_epoch)
     )
     # A prepared scheduler steps once per process, so its step counts are multiplied by the process count.
     scheduler = get_scheduler(
@@ -149,9 +151,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         num_warmup_steps=train_args.warmup_steps * accelerator.num_processes,
         num_training_steps=max_steps * accelerator.num_processes,
     )
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler
-    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     # 4. Resume.
@@ -272,8 +272,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             log_history=log_history,
         )
         if train_args.push_to_hub:
-            from ..hub import push_to_hub
-
             url = push_to_hub(
                 output_dir, train_args.hub_model_id, token=train_args.hub_token, private=train_args.hub_private_repo
             )
