@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
 from hf_ae.data import load_dataset_for_training
 from hf_ae.evaluation.probe import format_probe_table, probe_results_filename, run_probe
@@ -23,12 +23,13 @@ def main(argv=None):
     parser.add_argument("--label_column", default=None)
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--output", default=None, help="JSON file (default: <model>/probe_svm_<dataset>.json).")
     args = parser.parse_args(argv)
 
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
     image_size = args.image_size
-    if image_size is None and args.dataset in ("digits", "photos"):
+    if image_size is None and args.dataset in ("digits", "photos") and hasattr(model.config, "image_size"):
         image_size = model.config.image_size
     datasets = load_dataset_for_training(
         args.dataset,
@@ -36,8 +37,12 @@ def main(argv=None):
         label_column=args.label_column,
         image_column=args.image_column,
         max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
     )
-    results = run_probe(model, datasets)
+    tokenizer = None
+    if getattr(model.config, "modality", "image") == "text":
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    results = run_probe(model, datasets, tokenizer)
     results.update({"model": args.model, "dataset": args.dataset})
     print(f"SVM probe of {args.model} on {args.dataset} ({results['train_samples']} train / "
           f"{results['test_samples']} test, latents {results['latent_shape']})")

@@ -38,5 +38,18 @@ def test_checker_reports_drift_in_functions_and_files(tmp_path):
     root = make_tree(tmp_path, "def helper(x):\n    return x + 2\n", "def helper(x):\n    return x\n")
     problems = check_tree(root)
     assert len(problems) == 2
-    assert any("helper differs from hf_ae.models.a.shared.helper" in p for p in problems)
+    assert any("differs from hf_ae.models.a.shared.helper" in p for p in problems)
     assert any("differs from" in p and p.startswith(str(root / "hf_ae" / "models" / "b" / "shared.py")) for p in problems)
+
+
+def test_checker_compares_methods_copied_into_another_class(tmp_path):
+    source = tmp_path / "hf_ae" / "models" / "a"
+    source.mkdir(parents=True)
+    (source / "modeling_a.py").write_text("class A:\n    @staticmethod\n    def mix(x):\n        return x * 2\n")
+    target = tmp_path / "hf_ae" / "models" / "b"
+    target.mkdir(parents=True)
+    copy = "class B:\n    # Copied from hf_ae.models.a.modeling_a.A.mix\n    @staticmethod\n    def mix(x):\n        return x * {}\n"
+    (target / "modeling_b.py").write_text(copy.format(2))
+    assert check_tree(tmp_path) == []
+    (target / "modeling_b.py").write_text(copy.format(3))
+    assert check_tree(tmp_path) == [f"{target / 'modeling_b.py'}:2: the definition below differs from hf_ae.models.a.modeling_a.A.mix"]

@@ -15,6 +15,7 @@ copied and marked (the transformers convention):
 
 import ast
 import re
+import textwrap
 import sys
 from pathlib import Path
 
@@ -26,14 +27,39 @@ def module_file(src_root: Path, dotted: str) -> Path | None:
     return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
 
 
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def node_source(text: str, node) -> str:
+    """A definition's lines (decorators included), dedented so that a method compares equal wherever it sits."""
+    start = node.lineno - 1 - len(node.decorator_list)
+    return textwrap.dedent("\n".join(text.splitlines()[start : node.end_lineno]))
+
+
 def definition_source(file: Path, name: str) -> str | None:
-    """The source lines of top-level `def`/`class` `name` in `file`."""
+    """The source of `def`/`class` `name` in `file`: top-level, or `Class.method` one class deep."""
     text = file.read_text()
-    for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            start = node.lineno - 1 - len(node.decorator_list)
-            return "\n".join(text.splitlines()[start : node.end_lineno])
+    body = ast.parse(text).body
+    *classes, name = name.split(".")
+    for class_name in classes:
+        found = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+        if found is None:
+            return None
+        body = found.body
+    for node in body:
+        if isinstance(node, DEFINITIONS) and node.name == name:
+            return node_source(text, node)
     return None
+
+
+def definition_after(file: Path, line: int) -> str | None:
+    """The source of the first definition (at any depth) that starts after line `line` (1-based)."""
+    text = file.read_text()
+    nodes = [n for n in ast.walk(ast.parse(text)) if isinstance(n, DEFINITIONS)]
+    following = [n for n in nodes if n.lineno - len(n.decorator_list) > line]
+    if not following:
+        return None
+    return node_source(text, min(following, key=lambda n: n.lineno))
 
 
 def apply_replacements(source: str, replacements: str | None) -> str:
@@ -60,24 +86,20 @@ def check_file(file: Path, src_root: Path) -> list[str]:
             if "\n".join(lines[1:]).rstrip("\n") != expected:
                 problems.append(f"{where}: differs from {source_module}")
             continue
-        module_path, _, name = dotted.rpartition(".")
-        source_module = module_file(src_root, module_path)
-        if source_module is None:
-            problems.append(f"{where}: no module {module_path}")
+        # the module is the longest dotted prefix that is a file; the rest names a definition (or Class.method)
+        parts = dotted.split(".")
+        split = next((i for i in range(len(parts) - 1, 0, -1) if module_file(src_root, ".".join(parts[:i]))), None)
+        if split is None:
+            problems.append(f"{where}: no module for {dotted}")
             continue
-        expected = definition_source(source_module, name)
+        module_path, name = ".".join(parts[:split]), ".".join(parts[split:])
+        expected = definition_source(module_file(src_root, module_path), name)
         if expected is None:
-            problems.append(f"{where}: {module_path} has no top-level {name}")
+            problems.append(f"{where}: {module_path} has no definition {name}")
             continue
-        copied_name = None
-        for following in lines[index + 1 :]:
-            found = re.match(r"\s*(?:@\S+|(?:async\s+)?def\s+(\w+)|class\s+(\w+))", following)
-            if found and (found.group(1) or found.group(2)):
-                copied_name = found.group(1) or found.group(2)
-                break
-        actual = definition_source(file, copied_name) if copied_name else None
+        actual = definition_after(file, index + 1)
         if actual != apply_replacements(expected, replacements):
-            problems.append(f"{where}: {copied_name} differs from {dotted}")
+            problems.append(f"{where}: the definition below differs from {dotted}")
     return problems
 
 

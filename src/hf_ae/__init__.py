@@ -3,7 +3,7 @@
 from transformers import AutoConfig, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .models import MODEL_CLASSES, PatchVaeConfig, PatchVaeModel
+from .models import MODEL_CLASSES, FunnelVaeConfig, FunnelVaeModel, PatchVaeConfig, PatchVaeModel
 from .models.patch_vae.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
 
 __version__ = "0.1.0"
@@ -16,6 +16,6 @@ for _config_class, _model_class in MODEL_CLASSES.values():
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 for _task, _pipeline_class in AUTOENCODER_PIPELINE_CLASSES.items():
     # pt_model=AutoModel (a custom class here breaks reloading, see DESIGN.md)
-    PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="image")
+    PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="multimodal")
 
-__all__ = ["PatchVaeConfig", "PatchVaeModel", "MODEL_CLASSES", "__version__"]
+__all__ = ["FunnelVaeConfig", "FunnelVaeModel", "PatchVaeConfig", "PatchVaeModel", "MODEL_CLASSES", "__version__"]

@@ -9,6 +9,8 @@ swung by 2.5 points as C varied, which says more about the SVM than about the la
 * `concatenated`: every latent token's vector, flattened, (B, num_tokens * latent_dim);
 * `mean_pooled`: the mean over latent tokens, (B, latent_dim).
 
+The raw-input baseline is the flattened pixels, or for text the bag of tokens (a count per token id).
+
 For a VAE the latents are posterior means (`encode` does not sample by default).
 """
 
@@ -28,16 +30,38 @@ def probe_results_filename(dataset: str) -> str:
     return "probe_svm_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.strip("/")) + ".json"
 
 
+def is_text_dataset(dataset) -> bool:
+    return "pixel_values" not in dataset.column_names and "text" in dataset.column_names
+
+
 @torch.no_grad()
-def encode_dataset(model, dataset, batch_size: int = 256) -> np.ndarray:
-    """All `pixel_values` of `dataset` -> latents (num_rows, num_tokens, latent_dim) as float64 numpy."""
+def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.ndarray:
+    """All `pixel_values` (or, with a `tokenizer`, all `text`) of `dataset` -> latents
+    (num_rows, num_tokens, latent_dim) as float64 numpy."""
     model.eval()
-    data = dataset.with_format("torch", columns=["pixel_values"])
+    text = is_text_dataset(dataset)
+    if text and tokenizer is None:
+        raise ValueError("encoding a text data set needs the model's tokenizer")
+    data = dataset if text else dataset.with_format("torch", columns=["pixel_values"])
     chunks = []
     for start in range(0, len(data), batch_size):
-        pixel_values = data[start : start + batch_size]["pixel_values"].to(model.device, model.dtype)
-        chunks.append(model.encode(pixel_values).latents.float().cpu())
+        if text:
+            batch = tokenizer(data[start : start + batch_size]["text"], padding=True, return_tensors="pt")
+            inputs = {"input_ids": batch["input_ids"].to(model.device), "attention_mask": batch["attention_mask"].to(model.device)}
+        else:
+            inputs = {"pixel_values": data[start : start + batch_size]["pixel_values"].to(model.device, model.dtype)}
+        chunks.append(model.encode(**inputs).latents.float().cpu())
     return torch.cat(chunks).double().numpy()
+
+
+def raw_features(dataset, tokenizer=None) -> np.ndarray:
+    """The baseline's features: flattened pixels, or for text the bag of tokens (a count per token id)."""
+    if not is_text_dataset(dataset):
+        return np.asarray(dataset.with_format("numpy")["pixel_values"]).reshape(len(dataset), -1)
+    counts = np.zeros((len(dataset), len(tokenizer)), dtype=np.float64)
+    for row, ids in enumerate(tokenizer(list(dataset["text"]))["input_ids"]):
+        np.add.at(counts[row], ids, 1.0)
+    return counts
 
 
 SVM_GRID = {"svc__C": [0.1, 1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.01, 0.03, 0.1, 0.3, 1.0]}
@@ -55,8 +79,9 @@ def svm_accuracy(train_features, train_labels, test_features, test_labels) -> fl
     return float(search.score(test_features, test_labels))
 
 
-def run_probe(model, datasets) -> dict:
-    """`datasets` has `train` and `test` splits with `pixel_values` and `label`; returns accuracies in [0, 1]."""
+def run_probe(model, datasets, tokenizer=None) -> dict:
+    """`datasets` has `train` and `test` splits with `pixel_values` (or `text`, encoded with `tokenizer`) and
+    `label`; returns accuracies in [0, 1]."""
     for split in ("train", "test"):
         if "label" not in datasets[split].column_names:
             raise ValueError(
@@ -65,10 +90,9 @@ def run_probe(model, datasets) -> dict:
             )
     train_labels = np.asarray(datasets["train"]["label"])
     test_labels = np.asarray(datasets["test"]["label"])
-    train_latents = encode_dataset(model, datasets["train"])  # (N_train, T, d)
-    test_latents = encode_dataset(model, datasets["test"])
-    raw_train = np.asarray(datasets["train"].with_format("numpy")["pixel_values"]).reshape(len(train_labels), -1)
-    raw_test = np.asarray(datasets["test"].with_format("numpy")["pixel_values"]).reshape(len(test_labels), -1)
+    train_latents = encode_dataset(model, datasets["train"], tokenizer)  # (N_train, T, d)
+    test_latents = encode_dataset(model, datasets["test"], tokenizer)
+    raw_train, raw_test = raw_features(datasets["train"], tokenizer), raw_features(datasets["test"], tokenizer)
     most_frequent_count = Counter(test_labels.tolist()).most_common(1)[0][1]
     return {
         "latents_concatenated": svm_accuracy(

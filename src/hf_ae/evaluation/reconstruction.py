@@ -1,4 +1,5 @@
-"""Reconstruction metrics over a data loader, gathered across processes."""
+"""Reconstruction metrics over a data loader (images: MSE/PSNR; text: token accuracy/exact match), gathered
+across processes."""
 
 import math
 
@@ -26,7 +27,7 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
         errors = (outputs.reconstruction.float() - pixel_values.float()).pow(2).flatten(1).sum(1)  # (B,)
         batch_terms = {
             name: getattr(outputs, name).detach().float().expand(pixel_values.shape[0])
-            for name in ("loss", "recon_loss", "kl_loss")
+            for name in ("loss", "recon_loss", "kl_loss", "reg_loss")
             if getattr(outputs, name, None) is not None
         }
         if accelerator is not None:
@@ -43,4 +44,45 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     mse = squared_error / num_values
     metrics = {"mse": mse, "psnr": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")}
     metrics.update({name: total / num_images for name, total in term_sums.items()})
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_text_reconstruction(model, dataloader, accelerator=None) -> dict[str, float]:
+    """Test-set metrics of a text autoencoder, decoding the posterior mean with teacher forcing.
+
+    Returns `token_accuracy` (argmax next-token predictions that equal the target, over all target tokens
+    including the end-of-sequence token), `exact_match` (sequences whose every token is right: with teacher
+    forcing this equals greedy decoding reproducing the input exactly, since greedy decoding follows the same
+    argmax path) and the mean of the model's loss terms (`loss`, `recon_loss`, `reg_loss`).
+    """
+    was_training = model.training
+    model.eval()
+    correct_tokens = total_tokens = exact = num_sequences = 0
+    term_sums: dict[str, float] = {}
+    for batch in dataloader:
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], sample_posterior=False)
+        targets = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        valid = targets != -100
+        right = (outputs.logits.argmax(-1) == targets) & valid  # (B, T)
+        per_sequence = torch.stack([right.sum(1), valid.sum(1)], dim=1)  # (B, 2): correct, total
+        batch_terms = {
+            name: getattr(outputs, name).detach().float().expand(targets.shape[0])
+            for name in ("loss", "recon_loss", "reg_loss")
+            if getattr(outputs, name, None) is not None
+        }
+        if accelerator is not None:
+            per_sequence = accelerator.gather_for_metrics(per_sequence)
+            batch_terms = {k: accelerator.gather_for_metrics(v) for k, v in batch_terms.items()}
+        correct_tokens += per_sequence[:, 0].sum().item()
+        total_tokens += per_sequence[:, 1].sum().item()
+        exact += (per_sequence[:, 0] == per_sequence[:, 1]).sum().item()
+        num_sequences += per_sequence.shape[0]
+        for name, values in batch_terms.items():
+            term_sums[name] = term_sums.get(name, 0.0) + values.sum().item()
+    model.train(was_training)
+    if num_sequences == 0:
+        raise ValueError("the evaluation data loader is empty")
+    metrics = {"token_accuracy": correct_tokens / total_tokens, "exact_match": exact / num_sequences}
+    metrics.update({name: total / num_sequences for name, total in term_sums.items()})
     return metrics

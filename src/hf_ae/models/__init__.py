@@ -1,8 +1,12 @@
 """One self-contained folder per model: each folder is what the Hub receives, so it imports only its siblings."""
 
+from .funnel_vae import FunnelVaeConfig, FunnelVaeModel
 from .patch_vae import PatchVaeConfig, PatchVaeModel
 
 # `--model` names of scripts/train.py -> (config class, model class)
-MODEL_CLASSES = {"patch_vae": (PatchVaeConfig, PatchVaeModel)}
+MODEL_CLASSES = {
+    "patch_vae": (PatchVaeConfig, PatchVaeModel),
+    "funnel_vae": (FunnelVaeConfig, FunnelVaeModel),
+}
 
-__all__ = ["MODEL_CLASSES", "PatchVaeConfig", "PatchVaeModel"]
+__all__ = ["MODEL_CLASSES", "FunnelVaeConfig", "FunnelVaeModel", "PatchVaeConfig", "PatchVaeModel"]

@@ -2,6 +2,8 @@
 plus `--config file.yaml` whose keys are the same names (the command line wins over the file)."""
 
 import argparse
+import json
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +30,12 @@ class ModelArguments:
         },
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    tokenizer: str = field(
+        default="byte",
+        metadata={"help": "Text models: 'byte' (ByT5 bytes, no files) or 'bpe' (a byte-level BPE trained on the "
+                  "training split; needs --vocab_size). Ignored with --model_name_or_path (its tokenizer is used)."},
+    )
+    vocab_size: int | None = field(default=None, metadata={"help": "Size of the BPE vocabulary (--tokenizer bpe)."})
 
 
 @dataclass
@@ -73,6 +81,10 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even where a GPU is available."})
     seed: int = field(default=42, metadata={"help": "Seed for the model, the data order and the posterior noise."})
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Text: batch texts of similar length together (shuffled batches, less padding)."},
+    )
     input_noise_std: float = field(
         default=0.0,
         metadata={
@@ -120,7 +132,8 @@ def parse_config_overrides(overrides: str | dict | None) -> dict[str, Any]:
     if isinstance(overrides, dict):
         return dict(overrides)
     parsed = {}
-    for item in overrides.split(","):
+    # split on the commas outside brackets, so that list values such as block_sizes=[2,2] stay whole
+    for item in re.split(r",(?![^\[]*\])", overrides):
         if "=" not in item:
             raise ValueError(f"config_overrides items look like name=value, got {item!r} in {overrides!r}")
         key, value = item.split("=", 1)
@@ -149,7 +162,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         if unknown:
             raise ValueError(f"unknown keys {unknown} in {path}; valid keys: {sorted(valid)}")
         if isinstance(values.get("config_overrides"), dict):
-            values["config_overrides"] = ",".join(f"{k}={v}" for k, v in values["config_overrides"].items())
+            values["config_overrides"] = ",".join(
+                f"{k}={json.dumps(v)}" for k, v in values["config_overrides"].items()
+            )
         parser.set_defaults(**values)
     *dataclasses, _ = parser.parse_args_into_dataclasses(remaining, return_remaining_strings=False, look_for_args_file=False)
     model_args, data_args, train_args = dataclasses[:3]

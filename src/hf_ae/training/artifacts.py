@@ -58,14 +58,55 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     return images
 
 
+TEXT_VALIDATORS_BY_DATASET = {"python-lines": "python"}
+
+
+@torch.no_grad()
+def save_text_samples(model, tokenizer, eval_dataset, folder: Path, dataset_name: str, num_texts: int = 8,
+                      seed: int = 0) -> dict:
+    """Reconstructions of the first test texts, prior samples and an interpolation between two test texts of
+    different labels, written to samples.json and returned for the model card."""
+    from ..evaluation.probe import encode_dataset  # the same batching as the probe
+
+    model.eval()
+    texts = eval_dataset[:num_texts]["text"]
+    latents = torch.from_numpy(encode_dataset(model, eval_dataset.select(range(len(texts))), tokenizer)).to(model.device, model.dtype)
+    decode = lambda ids: tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)  # noqa: E731
+    reconstructions = decode(model.generate(latents))
+    samples = {
+        "reconstructions": [{"input": t, "reconstruction": r} for t, r in zip(texts, reconstructions)],
+    }
+    if getattr(model, "can_sample_prior", False):
+        samples["prior_samples"] = decode(model.sample(num_texts, generator=torch.Generator().manual_seed(seed)))
+    labels = eval_dataset["label"] if "label" in eval_dataset.column_names else None
+    second = 1
+    if labels is not None:
+        second = next((i for i, label in enumerate(labels) if label != labels[0]), 1)
+    pair = latents[[0, 1]] if second >= len(texts) else latents[[0, second]]
+    if second >= len(texts):
+        pair = torch.from_numpy(encode_dataset(model, eval_dataset.select([0, second]), tokenizer)).to(model.device, model.dtype)
+    ratios = torch.linspace(0, 1, 11, device=model.device)
+    path = decode(model.generate(model.interpolate_latents(pair[0], pair[1], ratios, "slerp")))
+    validator = TEXT_VALIDATORS_BY_DATASET.get(dataset_name)
+    check = None
+    if validator == "python":
+        from ..models.funnel_vae.pipeline_autoencoder import python_is_valid as check
+    samples["interpolation"] = [
+        {"ratio": round(r, 2), "text": t, **({"valid": check(t)} if check else {})} for r, t in zip(ratios.tolist(), path)
+    ]
+    (folder / "samples.json").write_text(json.dumps(samples, indent=2))
+    return samples
+
+
 def render_card(model, metrics: dict, context: dict):
     """The model card of `model.config.model_type`, rendered with measured metrics."""
     config = model.config
     template = MODEL_CARDS_DIR / f"{config.model_type}.md"
     dataset = context["dataset"]
+    task_type = "text-reconstruction" if getattr(config, "modality", "image") == "text" else "image-reconstruction"
     eval_results = [
         EvalResult(
-            task_type="image-reconstruction",
+            task_type=task_type,
             dataset_type=dataset,
             dataset_name=dataset,
             dataset_split="test",
@@ -89,22 +130,23 @@ def render_card(model, metrics: dict, context: dict):
     )
 
 
-def maybe_run_probe(model, datasets) -> dict | None:
+def maybe_run_probe(model, datasets, tokenizer=None) -> dict | None:
     """The SVM probe's accuracies when the data has labels and is small enough, else None."""
     if any("label" not in datasets[s].column_names for s in ("train", "test")):
         return None
     if len(datasets["train"]) > PROBE_MAX_TRAIN_ROWS:
         return None
-    return run_probe(model, datasets)
+    return run_probe(model, datasets, tokenizer)
 
 
 def save_trained_model(
-    model, output_dir: Path, *, datasets, metrics, model_args, data_args, train_args, results, log_history
+    model, output_dir: Path, *, datasets, metrics, model_args, data_args, train_args, results, log_history,
+    tokenizer=None,
 ) -> None:
     """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring)."""
     output_dir = Path(output_dir)
     eval_dataset = datasets["test"]
-    probe = maybe_run_probe(model, datasets)
+    probe = maybe_run_probe(model, datasets, tokenizer)
     if probe is not None:
         metrics = {
             **metrics,
@@ -117,7 +159,12 @@ def save_trained_model(
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        images = save_sample_images(model, eval_dataset, staging, train_args.num_sample_images, train_args.seed)
+        images, text_samples = {}, None
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+            text_samples = save_text_samples(model, tokenizer, eval_dataset, staging, data_args.dataset, seed=train_args.seed)
+        else:
+            images = save_sample_images(model, eval_dataset, staging, train_args.num_sample_images, train_args.seed)
         context = {
             "model_name": train_args.hub_model_id or output_dir.name,
             "repo_id": train_args.hub_model_id or str(output_dir),
@@ -128,6 +175,7 @@ def save_trained_model(
             if sys.argv[0].endswith("train.py")
             else f"python scripts/train.py --model {model_args.model} --dataset {data_args.dataset}",
             "images": images,
+            "text_samples": text_samples,
             "device": results.get("device", str(model.device)),
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
                                        "train_samples", "eval_samples")},

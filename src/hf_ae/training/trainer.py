@@ -14,14 +14,16 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import AutoTokenizer, DataCollatorWithPadding, get_scheduler
 
 from ..data import dataset_modality, load_dataset_for_training
-from ..evaluation.reconstruction import evaluate_image_reconstruction
+from ..evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
 from ..hub import push_to_hub
 from ..models import MODEL_CLASSES
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_config_overrides
 from .artifacts import save_trained_model
+from .batching import LengthGroupedBatchSampler, tokenize_texts
+from .tokenization import build_tokenizer
 from .checkpoints import TRAINING_STATE_NAME, find_checkpoint, prune_checkpoints, validate_checkpoint
 
 
@@ -56,6 +58,17 @@ def build_model(model_args: ModelArguments, data_shape: dict):
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable()
     return model
+
+
+def load_or_build_tokenizer(model_args: ModelArguments, train_texts):
+    """The saved model's tokenizer when starting from one, else a new byte-level or BPE tokenizer."""
+    if model_args.model_name_or_path is not None:
+        try:
+            return AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{model_args.model_name_or_path} has no tokenizer to train a text model with: {error}") from error
+    return build_tokenizer(model_args.tokenizer, train_texts if model_args.tokenizer == "bpe" else None,
+                           model_args.vocab_size)
 
 
 def has_accelerator_device() -> bool:
@@ -112,24 +125,63 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             max_train_samples=data_args.max_train_samples,
             max_eval_samples=data_args.max_eval_samples,
         )
-    if dataset_modality(datasets["train"]) != "image":
+    modality = dataset_modality(datasets["train"])
+    config_class, _ = MODEL_CLASSES.get(model_args.model, (None, None))
+    takes_text = config_class is not None and "modality" in config_class().to_dict()
+    if modality == "text" and not takes_text:
         raise ValueError(f"--model {model_args.model} trains on images; {data_args.dataset!r} holds text")
-    train_set = datasets["train"].with_format("torch", columns=["pixel_values"])
-    eval_set = datasets["test"].with_format("torch", columns=["pixel_values"])
-    first = train_set[0]["pixel_values"]  # (C, H, W)
-    if first.shape[1] != first.shape[2]:
-        raise ValueError(f"PatchVae needs square images, the data set has {first.shape[1]}x{first.shape[2]}")
-    data_shape = {"num_channels": int(first.shape[0]), "image_size": int(first.shape[1])}
+    if modality == "text" and train_args.input_noise_std > 0:
+        raise ValueError("--input_noise_std adds Gaussian noise to images; it does not apply to text data")
+
+    tokenizer = None
+    if modality == "image":
+        train_set = datasets["train"].with_format("torch", columns=["pixel_values"])
+        eval_set = datasets["test"].with_format("torch", columns=["pixel_values"])
+        first = train_set[0]["pixel_values"]  # (C, H, W)
+        if first.shape[1] != first.shape[2]:
+            raise ValueError(f"{model_args.model} needs square images, the data set has {first.shape[1]}x{first.shape[2]}")
+        data_shape = {"num_channels": int(first.shape[0]), "image_size": int(first.shape[1])}
+        if takes_text:
+            data_shape["modality"] = "image"
+    else:
+        tokenizer = load_or_build_tokenizer(model_args, datasets["train"]["text"])
+        data_shape = {
+            "modality": "text",
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
 
     # 3. Model, optimiser, schedule.
     model = build_model(model_args, data_shape)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=train_args.per_device_train_batch_size,
-        shuffle=True,
-        num_workers=data_args.dataloader_num_workers,
-    )
-    eval_loader = DataLoader(eval_set, batch_size=train_args.per_device_eval_batch_size)
+    if modality == "image":
+        train_loader = DataLoader(
+            train_set,
+            batch_size=train_args.per_device_train_batch_size,
+            shuffle=True,
+            num_workers=data_args.dataloader_num_workers,
+        )
+        eval_loader = DataLoader(eval_set, batch_size=train_args.per_device_eval_batch_size)
+    else:
+        max_sequence_length = model.config.max_sequence_length
+        train_set, train_lengths = tokenize_texts(datasets["train"], tokenizer, max_sequence_length, "train")
+        eval_set, _ = tokenize_texts(datasets["test"], tokenizer, max_sequence_length, "test")
+        train_set, eval_set = (d.remove_columns([c for c in d.column_names if c == "label"]) for d in (train_set, eval_set))
+        collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        if train_args.group_by_length:
+            batches = LengthGroupedBatchSampler(train_lengths, train_args.per_device_train_batch_size, train_args.seed)
+            train_loader = DataLoader(
+                train_set, batch_sampler=batches, collate_fn=collator, num_workers=data_args.dataloader_num_workers
+            )
+        else:
+            train_loader = DataLoader(
+                train_set,
+                batch_size=train_args.per_device_train_batch_size,
+                shuffle=True,
+                collate_fn=collator,
+                num_workers=data_args.dataloader_num_workers,
+            )
+        eval_loader = DataLoader(eval_set, batch_size=train_args.per_device_eval_batch_size, collate_fn=collator)
     # Prepared first, so that len(train_loader) is this process's number of batches per epoch.
     train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / train_args.gradient_accumulation_steps))
@@ -179,6 +231,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         + (f", resuming at step {global_step}" if global_step else "")
     )
 
+    evaluate = evaluate_image_reconstruction if modality == "image" else evaluate_text_reconstruction
+
     # 5. The loop.
     log_history: list[dict] = []
     progress = tqdm(
@@ -196,17 +250,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         for batch in epoch_loader:
             with accelerator.accumulate(model):
                 generator = _step_generator(train_args.seed, global_step, accelerator.process_index, accelerator.device)
-                clean = batch["pixel_values"]  # (B, C, H, W)
-                inputs, labels = clean, None
-                if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
-                    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-                    inputs, labels = (clean + train_args.input_noise_std * noise).clamp(0, 1), clean
-                outputs = model(
-                    pixel_values=inputs,
-                    labels=labels,
-                    generator=generator,
-                    **unwrapped.loss_weights_at_step(global_step),
-                )
+                if modality == "image":
+                    clean = batch["pixel_values"]  # (B, C, H, W)
+                    inputs = {"pixel_values": clean}
+                    if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
+                        noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+                        inputs = {"pixel_values": (clean + train_args.input_noise_std * noise).clamp(0, 1), "labels": clean}
+                else:  # (B, T) token ids padded to the batch's longest text, and their mask
+                    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+                outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
@@ -229,7 +281,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 running_loss.zero_()
                 running_count = 0
             if train_args.eval_steps and global_step % train_args.eval_steps == 0 and global_step < max_steps:
-                metrics = evaluate_image_reconstruction(model, eval_loader, accelerator)
+                metrics = evaluate(model, eval_loader, accelerator)
                 log_history.append({"step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}})
                 accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)
                 progress.write(f"step {global_step}: " + ", ".join(f"eval {k} {v:.4g}" for k, v in metrics.items()))
@@ -247,7 +299,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     train_seconds = time.perf_counter() - started
 
     # 6. Evaluate, save, push (the main process writes; the others wait).
-    metrics = evaluate_image_reconstruction(model, eval_loader, accelerator)
+    metrics = evaluate(model, eval_loader, accelerator)
     results = {
         **{f"eval_{k}": v for k, v in metrics.items()},
         "global_step": global_step,
@@ -270,6 +322,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             train_args=train_args,
             results=results,
             log_history=log_history,
+            tokenizer=tokenizer,
         )
         if train_args.push_to_hub:
             url = push_to_hub(

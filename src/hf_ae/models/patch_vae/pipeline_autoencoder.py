@@ -1,15 +1,19 @@
 """Pipelines for every hf_ae autoencoder, written against the common API only:
 
-    model.encode(pixel_values).latents               (B, ...) latents
-    model.decode(latents).reconstruction             (B, C, H, W) images in [0, 1]
-    model(pixel_values).reconstruction               (B, C, H, W)
-    model.sample(n, generator=...)                   (n, C, H, W), prior samples
+    model.encode(pixel_values=x).latents             (B, ...) latents (text models: input_ids=, attention_mask=)
+    model.decode(latents).reconstruction             (B, C, H, W) images in [0, 1] (text models: (B, T) token ids)
+    model.sample(n, generator=...)                   (n, C, H, W) prior samples (text models: (n, T) token ids)
     model.interpolate_latents(start, end, ratios, method)  (S, ...) latents on the path
+
+A model is a text model when `config.modality == "text"`; its tokenizer is saved next to it and loaded by
+`pipeline(...)` (or passed as `tokenizer=`).
 
 One class per task; this file is copied into each model folder that needs it (`# Copied from`, checked by
 a test) and saved next to the weights, so `pipeline(task, model=repo, trust_remote_code=True)` loads it
 without hf_ae installed. The tasks are listed in each config's `custom_pipelines`.
 """
+
+import ast
 
 import numpy as np
 import torch
@@ -66,18 +70,64 @@ def make_generator(generator=None, seed=None):
     return generator
 
 
+def python_is_valid(text: str) -> bool:
+    """The `"python"` validator: the text parses as Python source (`ast.parse`)."""
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):  # ValueError: source with NUL bytes
+        return False
+    return True
+
+
+# validator name -> text -> bool, for `latent-interpolation` on text models
+TEXT_VALIDATORS = {"python": python_is_valid}
+
+
+def resolve_validator(validator):
+    if validator is None or callable(validator):
+        return validator
+    if validator not in TEXT_VALIDATORS:
+        raise ValueError(f"unknown validator {validator!r}; choose one of {sorted(TEXT_VALIDATORS)} or pass a callable")
+    return TEXT_VALIDATORS[validator]
+
+
 class _AutoencoderPipeline(Pipeline):
-    """Shared plumbing: no tokenizer or image processor to load; images are converted here."""
+    """Shared plumbing: images are converted here; a text model's tokenizer is loaded when the folder has one
+    (`_load_tokenizer = None` means "load if present", so image models load nothing)."""
 
     _load_processor = False
     _load_image_processor = False
     _load_feature_extractor = False
-    _load_tokenizer = False
+    _load_tokenizer = None
     _load_video_processor = False
+
+    @property
+    def is_text_model(self) -> bool:
+        return getattr(self.model.config, "modality", "image") == "text"
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(
+                "this is a text model but the pipeline has no tokenizer: save the tokenizer with the model or pass "
+                "tokenizer=AutoTokenizer.from_pretrained(...)"
+            )
+        return self.tokenizer
 
     def _to_pixel_values(self, images, resize: bool) -> torch.Tensor:
         config = self.model.config
         return torch.stack([image_to_pixel_values(i, config.num_channels, config.image_size, resize) for i in images])
+
+    def _to_model_inputs(self, items, resize: bool = False) -> dict:
+        """Images -> {"pixel_values"}; texts -> {"input_ids", "attention_mask"} (padded, never truncated)."""
+        if not self.is_text_model:
+            return {"pixel_values": self._to_pixel_values(items, resize)}
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError(f"this is a text model: expected strings, got {[type(i).__name__ for i in items]}")
+        encoded = self._require_tokenizer()(list(items), padding=True, return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def _to_texts(self, token_ids: torch.Tensor) -> list[str]:
+        return self._require_tokenizer().batch_decode(token_ids.tolist(), skip_special_tokens=True)
 
 
 class ImageReconstructionPipeline(_AutoencoderPipeline):
@@ -96,11 +146,13 @@ class ImageReconstructionPipeline(_AutoencoderPipeline):
 
     def preprocess(self, image, resize: bool = False):
         # 1. image -> (1, C, H, W)
-        return {"pixel_values": self._to_pixel_values([image], resize)}
+        if self.is_text_model:
+            raise ValueError("image-reconstruction needs an image model; use text-reconstruction for this text model")
+        return self._to_model_inputs([image], resize)
 
     def _forward(self, model_inputs):
         # 2. encode -> decode with the posterior mean (deterministic)
-        latents = self.model.encode(model_inputs["pixel_values"]).latents
+        latents = self.model.encode(**model_inputs).latents
         return {"reconstruction": self.model.decode(latents).reconstruction}
 
     def postprocess(self, model_outputs):
@@ -108,56 +160,107 @@ class ImageReconstructionPipeline(_AutoencoderPipeline):
         return pixel_values_to_images(model_outputs["reconstruction"])[0]
 
 
+class TextReconstructionPipeline(_AutoencoderPipeline):
+    """`text-reconstruction`: text(s) -> the model's greedy reconstruction(s).
+
+    ```python
+    reconstruct = pipeline("text-reconstruction", model=repo, trust_remote_code=True)
+    reconstruct("x = 1")            # {"text": "x = 1"}
+    reconstruct(["a", "b"])         # a list of such dicts
+    ```
+    """
+
+    def _sanitize_parameters(self, max_new_tokens=None, **kwargs):
+        return {}, ({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}), {}
+
+    def preprocess(self, text):
+        # 1. text -> token ids (1, L)
+        if not self.is_text_model:
+            raise ValueError("text-reconstruction needs a text model; use image-reconstruction for this image model")
+        return self._to_model_inputs([text])
+
+    def _forward(self, model_inputs, max_new_tokens=None):
+        # 2. encode -> greedy decode from the posterior mean
+        latents = self.model.encode(**model_inputs).latents
+        return {"token_ids": self.model.decode(latents, max_new_tokens=max_new_tokens).reconstruction}
+
+    def postprocess(self, model_outputs):
+        # 3. token ids -> text
+        return {"text": self._to_texts(model_outputs["token_ids"])[0]}
+
+
 class LatentInterpolationPipeline(_AutoencoderPipeline):
-    """`latent-interpolation`: two images -> `num_steps` images along the latent path from one to the other.
+    """`latent-interpolation`: two images (or texts) -> `num_steps` outputs along the latent path between them.
 
     ```python
     interpolate = pipeline("latent-interpolation", model=repo, trust_remote_code=True)
     frames = interpolate([image_a, image_b], num_steps=8, method="slerp")
     frames[0]["ratio"], frames[0]["image"]
+    lines = interpolate(["x = 1", "return y"], num_steps=11, validator="python")  # a text model
+    lines[5]["ratio"], lines[5]["text"], lines[5]["valid"]
     ```
-    Returns a list of `{"ratio": float, "image": PIL.Image}`, ratios evenly spaced from 0 to 1.
+    Returns a list of `{"ratio": float, "image": PIL.Image}` (images) or `{"ratio", "text"}` (texts, plus
+    `"valid"` when a `validator` is given: `"python"` = `ast.parse` accepts it, or any callable text -> bool),
+    ratios evenly spaced from 0 to 1.
     """
 
-    def __call__(self, images, **kwargs):
-        if not isinstance(images, (list, tuple)) or len(images) != 2:
-            got = f"{len(images)} items" if isinstance(images, (list, tuple)) else type(images).__name__
-            raise ValueError(f"latent-interpolation takes a pair of images [start, end], got {got}")
+    def __call__(self, items, **kwargs):
+        if not isinstance(items, (list, tuple)) or len(items) != 2:
+            got = f"{len(items)} items" if isinstance(items, (list, tuple)) else type(items).__name__
+            raise ValueError(f"latent-interpolation takes a pair [start, end] of images or texts, got {got}")
         # A tuple is one input to Pipeline.__call__ (a list would be a batch of separate inputs).
-        return super().__call__(tuple(images), **kwargs)
+        return super().__call__(tuple(items), **kwargs)
 
-    def _sanitize_parameters(self, num_steps=None, method=None, resize=None, **kwargs):
-        preprocess, forward = {}, {}
+    def _sanitize_parameters(self, num_steps=None, method=None, resize=None, validator=None, max_new_tokens=None,
+                             **kwargs):
+        preprocess, forward, postprocess = {}, {}, {}
         if resize is not None:
             preprocess["resize"] = resize
         if num_steps is not None:
             forward["num_steps"] = num_steps
         if method is not None:
             forward["method"] = method
-        return preprocess, forward, {}
+        if max_new_tokens is not None:
+            forward["max_new_tokens"] = max_new_tokens
+        if validator is not None:
+            postprocess["validator"] = resolve_validator(validator)
+        return preprocess, forward, postprocess
 
-    def preprocess(self, images, resize: bool = False):
-        # 1. the pair -> (2, C, H, W)
-        return {"pixel_values": self._to_pixel_values(images, resize)}
+    def preprocess(self, items, resize: bool = False):
+        # 1. the pair -> (2, C, H, W) images or (2, L) token ids
+        return self._to_model_inputs(items, resize)
 
-    def _forward(self, model_inputs, num_steps: int = 8, method: str = "slerp"):
+    def _forward(self, model_inputs, num_steps: int = 8, method: str = "slerp", max_new_tokens=None):
         if int(num_steps) < 2:
             raise ValueError(f"num_steps must be >= 2 (both ends are included), got {num_steps}")
         # 2. encode both ends (posterior means)
-        latents = self.model.encode(model_inputs["pixel_values"]).latents
+        latents = self.model.encode(**model_inputs).latents
         # 3. interpolate each latent token, decode the path
         ratios = torch.linspace(0.0, 1.0, int(num_steps), device=latents.device)
         path = self.model.interpolate_latents(latents[0], latents[1], ratios, method)
-        return {"ratios": ratios, "images": self.model.decode(path).reconstruction}
+        decode_kwargs = {"max_new_tokens": max_new_tokens} if self.is_text_model and max_new_tokens else {}
+        return {"ratios": ratios, "outputs": self.model.decode(path, **decode_kwargs).reconstruction}
 
-    def postprocess(self, model_outputs):
-        ratios = model_outputs["ratios"].tolist()
-        images = pixel_values_to_images(model_outputs["images"])
-        return [{"ratio": round(ratio, 6), "image": image} for ratio, image in zip(ratios, images)]
+    def postprocess(self, model_outputs, validator=None):
+        # 4. images -> PIL; token ids -> text, checked by the validator
+        ratios = [round(ratio, 6) for ratio in model_outputs["ratios"].tolist()]
+        if not self.is_text_model:
+            if validator is not None:
+                raise ValueError("validators check text; this is an image model")
+            images = pixel_values_to_images(model_outputs["outputs"])
+            return [{"ratio": ratio, "image": image} for ratio, image in zip(ratios, images)]
+        frames = []
+        for ratio, text in zip(ratios, self._to_texts(model_outputs["outputs"])):
+            frame = {"ratio": ratio, "text": text}
+            if validator is not None:
+                frame["valid"] = bool(validator(text))
+            frames.append(frame)
+        return frames
 
 
 class AutoencoderGenerationPipeline(_AutoencoderPipeline):
-    """`autoencoder-generation`: `num_images` samples from the model's prior as PIL images.
+    """`autoencoder-generation`: `num_images` samples from the model's prior as PIL images (texts for a text
+    model).
 
     ```python
     generate = pipeline("autoencoder-generation", model=repo, trust_remote_code=True)
@@ -185,12 +288,15 @@ class AutoencoderGenerationPipeline(_AutoencoderPipeline):
         return {"samples": samples}
 
     def postprocess(self, model_outputs):
+        if self.is_text_model:
+            return self._to_texts(model_outputs["samples"])
         return pixel_values_to_images(model_outputs["samples"])
 
 
 # task name -> class, used to register the pipelines when hf_ae is installed.
 AUTOENCODER_PIPELINE_CLASSES = {
     "image-reconstruction": ImageReconstructionPipeline,
+    "text-reconstruction": TextReconstructionPipeline,
     "latent-interpolation": LatentInterpolationPipeline,
     "autoencoder-generation": AutoencoderGenerationPipeline,
 }
