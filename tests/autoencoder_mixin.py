@@ -33,27 +33,27 @@ class AutoencoderTesterMixin:
     def test_encode_decode_forward_shapes(self):
         model = self.make_model()
         pixel_values = self.make_inputs(model.config)
-        latents = model.encode(pixel_values).latents
+        latents = model.encode(pixel_values=pixel_values).latents
         assert latents.shape[0] == 3
         reconstruction = model.decode(latents).reconstruction
         assert reconstruction.shape == pixel_values.shape
-        outputs = model(pixel_values)
+        outputs = model(pixel_values=pixel_values)
         assert outputs.loss.ndim == 0 and torch.isfinite(outputs.loss)
         assert torch.allclose(outputs.reconstruction, reconstruction, atol=1e-6)
 
     def test_return_dict_false_gives_tuple_with_loss_first(self):
         model = self.make_model()
         pixel_values = self.make_inputs(model.config)
-        as_dict = model(pixel_values)
-        as_tuple = model(pixel_values, return_dict=False)
+        as_dict = model(pixel_values=pixel_values)
+        as_tuple = model(pixel_values=pixel_values, return_dict=False)
         assert isinstance(as_tuple, tuple)
         assert torch.equal(as_tuple[0], as_dict.loss)
 
     def test_generator_makes_training_forward_deterministic(self):
         model = self.make_model().train()
         pixel_values = self.make_inputs(model.config)
-        first = model(pixel_values, generator=torch.Generator().manual_seed(1)).loss
-        second = model(pixel_values, generator=torch.Generator().manual_seed(1)).loss
+        first = model(pixel_values=pixel_values, generator=torch.Generator().manual_seed(1)).loss
+        second = model(pixel_values=pixel_values, generator=torch.Generator().manual_seed(1)).loss
         assert torch.equal(first, second)
 
     def test_loss_decreases_when_overfitting_one_batch(self):
@@ -62,7 +62,7 @@ class AutoencoderTesterMixin:
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
         losses = []
         for step in range(40):
-            loss = model(pixel_values, generator=torch.Generator().manual_seed(step)).loss
+            loss = model(pixel_values=pixel_values, generator=torch.Generator().manual_seed(step)).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -72,13 +72,13 @@ class AutoencoderTesterMixin:
     def test_gradient_checkpointing_gives_same_loss_and_gradients(self):
         model = self.make_model().train()
         pixel_values = self.make_inputs(model.config)
-        loss = model(pixel_values, generator=torch.Generator().manual_seed(0)).loss
+        loss = model(pixel_values=pixel_values, generator=torch.Generator().manual_seed(0)).loss
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.zero_grad()
         model.activation_checkpointing_enable()
         assert model.is_activation_checkpointing
-        loss_checkpointed = model(pixel_values, generator=torch.Generator().manual_seed(0)).loss
+        loss_checkpointed = model(pixel_values=pixel_values, generator=torch.Generator().manual_seed(0)).loss
         loss_checkpointed.backward()
         assert torch.allclose(loss, loss_checkpointed)
         for name, parameter in model.named_parameters():
@@ -94,7 +94,7 @@ class AutoencoderTesterMixin:
         assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
         assert {"config.json", f"configuration_{model.config.model_type}.py", f"modeling_{model.config.model_type}.py"} <= files
         reloaded = self.model_class.from_pretrained(tmp_path).eval()
-        assert torch.equal(model(pixel_values).reconstruction, reloaded(pixel_values).reconstruction)
+        assert torch.equal(model(pixel_values=pixel_values).reconstruction, reloaded(pixel_values=pixel_values).reconstruction)
 
     def test_remote_code_loads_and_runs_pipelines_without_hf_ae(self, tmp_path):
         """Save, then in a fresh process where `import hf_ae` fails: AutoModel + the three pipelines."""
@@ -102,7 +102,7 @@ class AutoencoderTesterMixin:
         pixel_values = self.make_inputs(model.config, batch_size=2)
         model.save_pretrained(tmp_path / "model")
         with torch.no_grad():
-            expected = model(pixel_values).reconstruction
+            expected = model(pixel_values=pixel_values).reconstruction
         save_file({"pixel_values": pixel_values, "expected": expected}, tmp_path / "io.safetensors")
         code = textwrap.dedent(
             f"""
@@ -120,7 +120,7 @@ class AutoencoderTesterMixin:
             model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
             io = load_file({str(tmp_path / "io.safetensors")!r})
             with torch.no_grad():
-                got = model(io["pixel_values"]).reconstruction
+                got = model(pixel_values=io["pixel_values"]).reconstruction
             save_file({{"got": got}}, {str(tmp_path / "got.safetensors")!r})
             report = {{"module": type(model).__module__}}
             images = [torch.rand({model.config.num_channels}, {model.config.image_size}, {model.config.image_size}) for _ in range(2)]
@@ -166,7 +166,7 @@ class AutoencoderTesterMixin:
         bad = make_bad(model.config)
         for call in (model, model.encode):
             with pytest.raises(ValueError, match=message) as error:
-                call(bad)
+                call(pixel_values=bad)
             if message == "must have shape":
                 # the message says both what was expected and what came
                 assert str(model.config.image_size) in str(error.value) and str(tuple(bad.shape)) in str(error.value)

@@ -480,16 +480,28 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         if low < -100 or high >= config.vocab_size or (-100 < low < 0):
             raise ValueError(f"{name} must hold token ids in [0, {config.vocab_size}), got values in [{low}, {high}]")
 
-    def _check_pixel_values(self, pixel_values, name="pixel_values"):
+    # Copied from hf_ae.models.patch_vae.modeling_patch_vae.PatchVaeModel.check_pixel_values
+    def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
+        """Raise a ValueError that says what was expected and what came; nothing is resized or cast."""
         config = self.config
         expected = f"(batch_size, {config.num_channels}, {config.image_size}, {config.image_size})"
-        if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
-            got = f"dtype {pixel_values.dtype}" if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-            raise ValueError(f"{name} must be a float tensor of shape {expected} in [0, 1], got {got}")
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(pixel_values).__name__}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype} "
+                "(convert uint8 images with `.float() / 255`)"
+            )
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (
-            config.num_channels, config.image_size, config.image_size
-        ) or pixel_values.shape[0] == 0:
+            config.num_channels,
+            config.image_size,
+            config.image_size,
+        ):
             raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
+        if pixel_values.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
 
     def _check_latents(self, latents):
         expected = (self.config.latent_tokens, self.config.latent_dim)
@@ -528,7 +540,7 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         if config.modality == "image":
             if pixel_values is None:
                 raise ValueError("this FunnelVae has modality='image': pass pixel_values, not input_ids")
-            self._check_pixel_values(pixel_values)
+            self.check_pixel_values(pixel_values)
             embeds = self.patch_embedding(patchify(pixel_values, config.patch_size)) + self.input_position_embedding
             mask = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
             return embeds, mask
@@ -660,6 +672,9 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         config = self.config
         if sample_posterior is None:
             sample_posterior = self.training
+        if generator is None and not self.training:
+            # evaluation losses are reproducible: the MMD's prior samples come from a fixed seed
+            generator = torch.Generator().manual_seed(0)
         encoded = self._encode(
             sample_posterior, generator, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
         )
@@ -681,7 +696,7 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         else:
             targets = pixel_values
             if labels is not None:
-                self._check_pixel_values(labels, name="labels")
+                self.check_pixel_values(labels, name="labels")
                 targets = labels
             hidden_states = self._decoder_hidden_states(memory)
             reconstruction = self._hidden_to_images(hidden_states)
