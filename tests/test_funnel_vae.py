@@ -214,6 +214,8 @@ def test_text_gradient_checkpointing_gives_same_gradients():
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     model.activation_checkpointing_enable()
+    blocks = [block for block in model.modules() if type(block).__name__ == "T5Block"]
+    assert blocks and all(block.gradient_checkpointing for block in blocks)
     model(**batch, generator=torch.Generator().manual_seed(0)).loss.backward()
     for name, parameter in model.named_parameters():
         if name in grads:

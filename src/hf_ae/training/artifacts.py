@@ -32,7 +32,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     model.eval()
     pixel_values = eval_dataset.with_format("torch")[:num_images]["pixel_values"].to(model.device, model.dtype)
     images = {}
-    reconstruction = model.decode(model.encode(pixel_values).latents).reconstruction
+    reconstruction = model.decode(model.encode(pixel_values=pixel_values).latents).reconstruction
     save_reconstruction_grid(pixel_values, reconstruction, folder / "reconstructions.png")
     images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
 
@@ -47,7 +47,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     if labels is not None:
         second = next((i for i, label in enumerate(labels) if label != labels[0]), 1)
     pair = eval_dataset.with_format("torch")[[0, second]]["pixel_values"].to(model.device, model.dtype)
-    latents = model.encode(pair).latents
+    latents = model.encode(pixel_values=pair).latents
     ratios = torch.linspace(0, 1, 10, device=latents.device)
     rows = [
         model.decode(model.interpolate_latents(latents[0], latents[1], ratios, method)).reconstruction

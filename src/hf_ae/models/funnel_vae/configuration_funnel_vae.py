@@ -81,6 +81,10 @@ class FunnelVaeConfig(PretrainedConfig):
         decoder_num_layers (`int`, *optional*, defaults to 2), decoder_num_attention_heads (`int`, *optional*,
         defaults to 4):
             Depth and heads of the T5 decoder stack.
+        decoder_aligned_latents (`bool`, *optional*, defaults to `True`):
+            Text only: besides cross-attending to all latents, decoder position t adds the latent token that
+            covers it (latent `t // pooling_factor`), like the reference's latents "repeated back to the sequence
+            length". Information still passes only through the latents.
         decoder_sliding_window (`int`, *optional*):
             Text only: each decoder position attends to itself and the `decoder_sliding_window - 1` positions
             before it (with several layers the receptive field grows layer by layer). `None` = full causal
@@ -143,6 +147,7 @@ class FunnelVaeConfig(PretrainedConfig):
         mmd_kernel: str = "imq",
         decoder_num_layers: int = 2,
         decoder_num_attention_heads: int = 4,
+        decoder_aligned_latents: bool = True,
         decoder_sliding_window: int | None = None,
         relative_attention_num_buckets: int = 32,
         relative_attention_max_distance: int = 128,
@@ -175,6 +180,7 @@ class FunnelVaeConfig(PretrainedConfig):
         self.mmd_kernel = mmd_kernel
         self.decoder_num_layers = decoder_num_layers
         self.decoder_num_attention_heads = decoder_num_attention_heads
+        self.decoder_aligned_latents = decoder_aligned_latents
         self.decoder_sliding_window = decoder_sliding_window
         self.relative_attention_num_buckets = relative_attention_num_buckets
         self.relative_attention_max_distance = relative_attention_max_distance

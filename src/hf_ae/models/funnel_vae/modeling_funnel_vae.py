@@ -603,10 +603,23 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         self._check_latents(latents)
         return self.latent_norm(self.from_latents(latents)) + self.latent_position_embedding
 
+    def _text_decoder_inputs(self, decoder_input_ids, memory, offset: int = 0):
+        """Token embeddings (B, T, hidden) of decoder positions offset..offset+T-1; with `decoder_aligned_latents`
+        position t also receives the latent token that covers target token t (latent t // pooling_factor), the
+        reference's "latents repeated back to the sequence length" given a place to act: cross-attention alone
+        cannot tell which latent covers which position. Positions past the kept latents receive nothing."""
+        embeds = self.embed_tokens(decoder_input_ids)
+        if not self.config.decoder_aligned_latents:
+            return embeds
+        positions = torch.arange(offset, offset + embeds.shape[1], device=embeds.device) // self.config.pooling_factor
+        covered = positions < memory.shape[1]  # (T,)
+        aligned = memory[:, positions.clamp(max=memory.shape[1] - 1)]  # (B, T, hidden)
+        return embeds + aligned * covered[None, :, None].to(embeds.dtype)
+
     def _decoder_hidden_states(self, memory, decoder_input_ids=None):
         """Last decoder hidden states: text (B, T, hidden) teacher-forced on `decoder_input_ids`; images (B, P, hidden)."""
         if self.config.modality == "text":
-            return self.decoder(self.embed_tokens(decoder_input_ids), memory)
+            return self.decoder(self._text_decoder_inputs(decoder_input_ids, memory), memory)
         queries = self.output_queries.expand(memory.shape[0], -1, -1)
         return self.decoder(queries, memory)
 
@@ -820,9 +833,9 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         token_ids = torch.full((batch_size, 1), config.decoder_start_token_id, dtype=torch.long, device=latents.device)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if use_cache else None
         finished = torch.zeros(batch_size, dtype=torch.bool, device=latents.device)
-        for _ in range(max_new_tokens):
-            inputs = token_ids[:, -1:] if use_cache else token_ids
-            hidden_states = self.decoder(self.embed_tokens(inputs), memory, past_key_values=cache)
+        for step in range(max_new_tokens):
+            inputs, offset = (token_ids[:, -1:], step) if use_cache else (token_ids, 0)
+            hidden_states = self.decoder(self._text_decoder_inputs(inputs, memory, offset), memory, past_key_values=cache)
             logits = self.lm_head(hidden_states[:, -1]).float()  # (B, vocab)
             if do_sample:
                 probabilities = warpers(token_ids, logits).softmax(-1)

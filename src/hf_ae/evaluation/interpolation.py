@@ -1,0 +1,104 @@
+"""How valid the points along a latent interpolation are, for text models.
+
+For each pair of held-out texts, encode both, interpolate each latent token (slerp or lerp) at evenly spaced
+ratios, decode every point greedily, and score the interior points (the ends are the reconstructions):
+
+* `valid`: the validator accepts the text (`python`: `ast.parse` accepts it);
+* `valid_novel`: valid, and different from both input texts and from both end decodings: decoding to an end
+  point is not a success;
+* `valid_novel_nontrivial`: also more than a bare name, a bare constant or a comment. Garbage such as `terrrrr`
+  parses as a bare name, so `valid` alone can be high for an untrained model.
+"""
+
+import ast
+import random
+
+import torch
+
+from ..models.funnel_vae.pipeline_autoencoder import python_is_valid
+
+
+def python_is_nontrivial(text: str) -> bool:
+    """Parses, and is more than a bare name, a bare constant (number, string, ...) or a comment/blank line."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    if not tree.body:  # a comment or whitespace only
+        return False
+    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
+        return not isinstance(tree.body[0].value, (ast.Name, ast.Constant))
+    return True
+
+
+VALIDATORS = {"python": (python_is_valid, python_is_nontrivial)}
+
+
+def sample_pairs(num_texts: int, num_pairs: int, seed: int = 0) -> list[tuple[int, int]]:
+    """`num_pairs` distinct index pairs (i != j) drawn with a fixed seed."""
+    if num_texts < 2:
+        raise ValueError(f"need at least 2 texts to form pairs, got {num_texts}")
+    rng = random.Random(seed)
+    pairs = set()
+    while len(pairs) < min(num_pairs, num_texts * (num_texts - 1) // 2):
+        i, j = rng.sample(range(num_texts), 2)
+        pairs.add((min(i, j), max(i, j)))
+    return sorted(pairs)
+
+
+@torch.no_grad()
+def text_interpolation_metrics(
+    model,
+    tokenizer,
+    texts: list[str],
+    pairs: list[tuple[int, int]],
+    num_points: int = 11,
+    method: str = "slerp",
+    validator: str = "python",
+    batch_size: int = 64,
+) -> dict:
+    """Scores of the `num_points - 2` interior points of each pair's path (see the module docstring), plus a
+    few example paths. `texts` are the inputs; `pairs` index into them."""
+    if validator not in VALIDATORS:
+        raise ValueError(f"unknown validator {validator!r}; choose one of {sorted(VALIDATORS)}")
+    if num_points < 3:
+        raise ValueError(f"num_points must be >= 3 (two ends and at least one interior point), got {num_points}")
+    is_valid, is_nontrivial = VALIDATORS[validator]
+    model.eval()
+    ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
+    counts = {"valid": 0, "valid_novel": 0, "valid_novel_nontrivial": 0}
+    interior = 0
+    examples = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        ends = [texts[i] for pair in chunk for i in pair]  # 2 per pair
+        batch = tokenizer(ends, padding=True, return_tensors="pt").to(model.device)
+        latents = model.encode(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).latents
+        paths = torch.cat([
+            model.interpolate_latents(latents[2 * k], latents[2 * k + 1], ratios, method) for k in range(len(chunk))
+        ])  # (pairs * points, N, d)
+        decoded = tokenizer.batch_decode(model.generate(paths).tolist(), skip_special_tokens=True)
+        for k, (i, j) in enumerate(chunk):
+            path = decoded[k * num_points : (k + 1) * num_points]
+            forbidden = {texts[i], texts[j], path[0], path[-1]}
+            for text in path[1:-1]:
+                interior += 1
+                if is_valid(text):
+                    counts["valid"] += 1
+                    if text not in forbidden:
+                        counts["valid_novel"] += 1
+                        counts["valid_novel_nontrivial"] += is_nontrivial(text)
+            if len(examples) < 5:
+                examples.append({"start": texts[i], "end": texts[j],
+                                 "path": [{"ratio": round(r, 2), "text": t, "valid": is_valid(t)}
+                                          for r, t in zip(ratios.tolist(), path)]})
+    return {
+        **{name: count / interior for name, count in counts.items()},
+        "pairs": len(pairs),
+        "interior_points": interior,
+        "method": method,
+        "examples": examples,
+    }
+
+
+__all__ = ["python_is_nontrivial", "sample_pairs", "text_interpolation_metrics"]
