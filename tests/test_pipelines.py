@@ -81,7 +81,7 @@ def test_pipeline_inputs_are_checked_not_resized(model_dir):
     with pytest.raises(ValueError, match="expected an image tensor of shape"):
         reconstruct(torch.rand(3, 8, 8))
     interpolate = pipeline("latent-interpolation", model=str(model_dir))
-    with pytest.raises(ValueError, match="pair of images"):
+    with pytest.raises(ValueError, match=r"pair \[start, end\] of images or texts, got 1 items"):
         interpolate([digit_image()])
     with pytest.raises(ValueError, match="num_steps must be >= 2"):
         interpolate([digit_image(), digit_image(1)], num_steps=1)

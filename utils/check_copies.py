@@ -15,8 +15,8 @@ copied and marked (the transformers convention):
 
 import ast
 import re
-import textwrap
 import sys
+import textwrap
 from pathlib import Path
 
 MARKER = re.compile(r"^(\s*)# Copied from (hf_ae(?:\.\w+)+)(?: with (.+))?\s*$")

@@ -23,8 +23,8 @@ from ..models import MODEL_CLASSES
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_config_overrides
 from .artifacts import save_trained_model
 from .batching import LengthGroupedBatchSampler, tokenize_texts
-from .tokenization import build_tokenizer
 from .checkpoints import TRAINING_STATE_NAME, find_checkpoint, prune_checkpoints, validate_checkpoint
+from .tokenization import build_tokenizer
 
 
 def build_model(model_args: ModelArguments, data_shape: dict):

@@ -334,6 +334,10 @@ class FunnelVaeDecoder(nn.Module):
         self.layers = nn.ModuleList(
             T5Block(layer_config, has_relative_attention_bias=i == 0, layer_idx=i) for i in range(num_layers)
         )
+        if not causal:
+            # The blocks need is_decoder=True for their cross-attention, but T5 then buckets relative positions
+            # one-directionally (every later position shares one bucket); the image decoder attends both ways.
+            self.layers[0].layer[0].SelfAttention.is_decoder = False
         self.final_layer_norm = T5LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
