@@ -348,3 +348,19 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
             parses = False
         assert frame["valid"] is parses
     assert len(report["samples"]) == 3 and all(isinstance(s, str) for s in report["samples"])
+
+
+def test_latent_noise_only_perturbs_training_decodes():
+    noisy, clean = text_model(latent_noise_std=0.5, regulariser="none"), text_model(regulariser="none")
+    batch = text_batch()
+    # evaluation: no noise, the same model as without the option
+    assert torch.equal(noisy(**batch).logits, clean(**batch).logits)
+    noisy.train(), clean.train()
+    first, second = (noisy(**batch, generator=torch.Generator().manual_seed(s)).logits for s in (0, 1))
+    assert not torch.allclose(first, second)  # the noise changes the decode ...
+    again = noisy(**batch, generator=torch.Generator().manual_seed(0)).logits
+    assert torch.equal(first, again)  # ... reproducibly
+    assert torch.equal(clean(**batch, generator=torch.Generator().manual_seed(0)).logits,
+                       clean(**batch, generator=torch.Generator().manual_seed(1)).logits)
+    with pytest.raises(ValueError, match="latent_noise_std"):
+        FunnelVaeConfig(**TINY, latent_noise_std=-1.0)

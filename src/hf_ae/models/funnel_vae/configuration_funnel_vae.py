@@ -98,6 +98,9 @@ class FunnelVaeConfig(PretrainedConfig):
             Epsilon of the layer norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the weight initialisation.
+        latent_noise_std (`float`, *optional*, defaults to 0.0):
+            While training, decode `latents + latent_noise_std * N(0, I)` instead of the latents (0 = off): the
+            decoder learns to decode a neighbourhood of each code, which may keep interpolation paths valid.
         cycle_weight (`float`, *optional*, defaults to 0.0):
             Weight of the cycle loss, `1 - cos(z, E(D(z)))` for interpolated latents z (0 = off).
         critic_weight (`float`, *optional*, defaults to 0.0):
@@ -154,6 +157,7 @@ class FunnelVaeConfig(PretrainedConfig):
         dropout: float = 0.0,
         layer_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
+        latent_noise_std: float = 0.0,
         cycle_weight: float = 0.0,
         critic_weight: float = 0.0,
         critic_num_layers: int = 1,
@@ -187,6 +191,7 @@ class FunnelVaeConfig(PretrainedConfig):
         self.dropout = dropout
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
+        self.latent_noise_std = latent_noise_std
         self.cycle_weight = cycle_weight
         self.critic_weight = critic_weight
         self.critic_num_layers = critic_num_layers
@@ -265,7 +270,7 @@ class FunnelVaeConfig(PretrainedConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("reg_weight", "cycle_weight", "critic_weight"):
+        for name in ("reg_weight", "cycle_weight", "critic_weight", "latent_noise_std"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if isinstance(self.reg_warmup_steps, bool) or not isinstance(self.reg_warmup_steps, int) or self.reg_warmup_steps < 0:

@@ -696,7 +696,12 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             sample_posterior, generator, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
         )
         latents = encoded.latents
-        memory = self.latents_to_memory(latents)
+        decoded_latents = latents
+        if self.training and config.latent_noise_std > 0:
+            # the decoder learns to decode a neighbourhood of each code, not just the code (smoother paths)
+            noise = randn_with_generator(latents.shape, generator, latents.device, latents.dtype)
+            decoded_latents = latents + config.latent_noise_std * noise
+        memory = self.latents_to_memory(decoded_latents)
 
         # 1. Reconstruction.
         logits = reconstruction = decoder_input_ids = None
