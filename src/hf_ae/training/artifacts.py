@@ -16,14 +16,23 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.probe import probe_results_filename, run_probe
+from ..evaluation.probe import encode_dataset, probe_results_filename, run_probe
 from ..hub import EvalResult, render_model_card
+from ..models.funnel_vae.pipeline_autoencoder import TEXT_VALIDATORS
 from ..visualization import save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
 # The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
 # grows quadratically with the rows; scripts/probe_svm.py runs it on any size).
 PROBE_MAX_TRAIN_ROWS = 20_000
+
+
+def interpolation_partner(eval_dataset) -> int:
+    """The row to interpolate row 0 with: the first test row of another label (row 1 without labels)."""
+    if "label" not in eval_dataset.column_names:
+        return 1
+    labels = eval_dataset["label"]
+    return next((i for i, label in enumerate(labels) if label != labels[0]), 1)
 
 
 @torch.no_grad()
@@ -41,12 +50,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
         save_grid(samples, folder / "samples.png", nrow=8)
         images["Samples from the prior"] = "samples.png"
 
-    # Interpolate between the first two test images that differ in label (or the first two).
-    labels = eval_dataset["label"] if "label" in eval_dataset.column_names else None
-    second = 1
-    if labels is not None:
-        second = next((i for i, label in enumerate(labels) if label != labels[0]), 1)
-    pair = eval_dataset.with_format("torch")[[0, second]]["pixel_values"].to(model.device, model.dtype)
+    pair = eval_dataset.with_format("torch")[[0, interpolation_partner(eval_dataset)]]["pixel_values"].to(model.device, model.dtype)
     latents = model.encode(pixel_values=pair).latents
     ratios = torch.linspace(0, 1, 10, device=latents.device)
     rows = [
@@ -58,6 +62,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     return images
 
 
+# data set -> the name of the validator in TEXT_VALIDATORS that checks its interpolations
 TEXT_VALIDATORS_BY_DATASET = {"python-lines": "python"}
 
 
@@ -66,31 +71,21 @@ def save_text_samples(model, tokenizer, eval_dataset, folder: Path, dataset_name
                       seed: int = 0) -> dict:
     """Reconstructions of the first test texts, prior samples and an interpolation between two test texts of
     different labels, written to samples.json and returned for the model card."""
-    from ..evaluation.probe import encode_dataset  # the same batching as the probe
-
     model.eval()
     texts = eval_dataset[:num_texts]["text"]
-    latents = torch.from_numpy(encode_dataset(model, eval_dataset.select(range(len(texts))), tokenizer)).to(model.device, model.dtype)
+    second = interpolation_partner(eval_dataset)
+    rows = list(range(len(texts))) + ([second] if second >= len(texts) else [])
+    latents = torch.from_numpy(encode_dataset(model, eval_dataset.select(rows), tokenizer)).to(model.device, model.dtype)
     decode = lambda ids: tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)  # noqa: E731
-    reconstructions = decode(model.generate(latents))
+    reconstructions = decode(model.generate(latents[: len(texts)]))
     samples = {
         "reconstructions": [{"input": t, "reconstruction": r} for t, r in zip(texts, reconstructions)],
     }
     if getattr(model, "can_sample_prior", False):
         samples["prior_samples"] = decode(model.sample(num_texts, generator=torch.Generator().manual_seed(seed)))
-    labels = eval_dataset["label"] if "label" in eval_dataset.column_names else None
-    second = 1
-    if labels is not None:
-        second = next((i for i, label in enumerate(labels) if label != labels[0]), 1)
-    pair = latents[[0, 1]] if second >= len(texts) else latents[[0, second]]
-    if second >= len(texts):
-        pair = torch.from_numpy(encode_dataset(model, eval_dataset.select([0, second]), tokenizer)).to(model.device, model.dtype)
     ratios = torch.linspace(0, 1, 11, device=model.device)
-    path = decode(model.generate(model.interpolate_latents(pair[0], pair[1], ratios, "slerp")))
-    validator = TEXT_VALIDATORS_BY_DATASET.get(dataset_name)
-    check = None
-    if validator == "python":
-        from ..models.funnel_vae.pipeline_autoencoder import python_is_valid as check
+    path = decode(model.generate(model.interpolate_latents(latents[0], latents[rows.index(second)], ratios, "slerp")))
+    check = TEXT_VALIDATORS.get(TEXT_VALIDATORS_BY_DATASET.get(dataset_name))
     samples["interpolation"] = [
         {"ratio": round(r, 2), "text": t, **({"valid": check(t)} if check else {})} for r, t in zip(ratios.tolist(), path)
     ]

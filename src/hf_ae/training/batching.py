@@ -59,7 +59,7 @@ def tokenize_texts(dataset, tokenizer, max_sequence_length: int, split: str):
     tokenized = dataset.map(
         lambda batch: tokenizer(batch["text"]),
         batched=True,
-        remove_columns=[c for c in dataset.column_names if c != "label"],
+        remove_columns=dataset.column_names,
         desc=f"tokenizing {split}",
     )
     lengths = [len(ids) for ids in tokenized["input_ids"]]

@@ -166,7 +166,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         max_sequence_length = model.config.max_sequence_length
         train_set, train_lengths = tokenize_texts(datasets["train"], tokenizer, max_sequence_length, "train")
         eval_set, _ = tokenize_texts(datasets["test"], tokenizer, max_sequence_length, "test")
-        train_set, eval_set = (d.remove_columns([c for c in d.column_names if c == "label"]) for d in (train_set, eval_set))
         collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
         if train_args.group_by_length:
             batches = LengthGroupedBatchSampler(train_lengths, train_args.per_device_train_batch_size, train_args.seed)

@@ -205,6 +205,7 @@ class FunnelVaeConfig(PretrainedConfig):
         )
         self.validate_fields()
 
+    # Copied from hf_ae.models.patch_vae.configuration_patch_vae.PatchVaeConfig.to_dict
     def to_dict(self):
         output = super().to_dict()
         # transformers' pipeline() (clean_custom_task) replaces the class names under "pt" with the classes

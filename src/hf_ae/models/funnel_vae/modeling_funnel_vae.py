@@ -480,7 +480,7 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             raise ValueError(
                 f"attention_mask must have the shape of {name} {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
             )
-        low, high = input_ids.min().item(), input_ids.max().item()
+        low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync, not two
         if low < -100 or high >= config.vocab_size or (-100 < low < 0):
             raise ValueError(f"{name} must hold token ids in [0, {config.vocab_size}), got values in [{low}, {high}]")
 
