@@ -159,7 +159,8 @@ def test_two_processes_train_with_world_size_two(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=180,
+        # one thread per worker: two workers of 2 threads on a 2-core machine ran ~50x slower and timed out
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())
