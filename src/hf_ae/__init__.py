@@ -3,7 +3,15 @@
 from transformers import AutoConfig, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .models import MODEL_CLASSES, FunnelVaeConfig, FunnelVaeModel, PatchVaeConfig, PatchVaeModel
+from .models import (
+    MODEL_CLASSES,
+    FunnelVaeConfig,
+    FunnelVaeModel,
+    PatchVaeConfig,
+    PatchVaeModel,
+    UNetAeConfig,
+    UNetAeModel,
+)
 from .models.patch_vae.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
 
 __version__ = "0.1.0"
@@ -18,4 +26,13 @@ for _task, _pipeline_class in AUTOENCODER_PIPELINE_CLASSES.items():
     # pt_model=AutoModel (a custom class here breaks reloading, see DESIGN.md)
     PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="multimodal")
 
-__all__ = ["FunnelVaeConfig", "FunnelVaeModel", "PatchVaeConfig", "PatchVaeModel", "MODEL_CLASSES", "__version__"]
+__all__ = [
+    "FunnelVaeConfig",
+    "FunnelVaeModel",
+    "PatchVaeConfig",
+    "PatchVaeModel",
+    "UNetAeConfig",
+    "UNetAeModel",
+    "MODEL_CLASSES",
+    "__version__",
+]

@@ -9,6 +9,9 @@ swung by 2.5 points as C varied, which says more about the SVM than about the la
 * `concatenated`: every latent token's vector, flattened, (B, num_tokens * latent_dim);
 * `mean_pooled`: the mean over latent tokens, (B, latent_dim).
 
+A convolutional feature map (B, C, h, w) has one token per position (B, h*w, C), so mean pooling averages over
+positions; a single latent vector (B, d) is one token.
+
 The raw-input baseline is the flattened pixels, or for text the bag of tokens (a count per token id).
 
 For a VAE the latents are posterior means (`encode` does not sample by default).
@@ -34,10 +37,21 @@ def is_text_dataset(dataset) -> bool:
     return "pixel_values" not in dataset.column_names and "text" in dataset.column_names
 
 
+def latents_as_tokens(latents: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) token latents as they are; a feature map (B, C, h, w) -> (B, h*w, C); a vector (B, d) -> (B, 1, d)."""
+    if latents.ndim == 2:
+        return latents[:, None]
+    if latents.ndim == 4:
+        return latents.flatten(2).transpose(1, 2)
+    if latents.ndim != 3:
+        raise ValueError(f"expected latents of shape (B, T, d), (B, C, h, w) or (B, d), got {tuple(latents.shape)}")
+    return latents
+
+
 @torch.no_grad()
 def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.ndarray:
     """All `pixel_values` (or, with a `tokenizer`, all `text`) of `dataset` -> latents
-    (num_rows, num_tokens, latent_dim) as float64 numpy."""
+    (num_rows, num_tokens, latent_dim) as float64 numpy (see `latents_as_tokens`)."""
     model.eval()
     text = is_text_dataset(dataset)
     if text and tokenizer is None:
@@ -50,7 +64,7 @@ def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.
             inputs = {"input_ids": batch["input_ids"].to(model.device), "attention_mask": batch["attention_mask"].to(model.device)}
         else:
             inputs = {"pixel_values": data[start : start + batch_size]["pixel_values"].to(model.device, model.dtype)}
-        chunks.append(model.encode(**inputs).latents.float().cpu())
+        chunks.append(latents_as_tokens(model.encode(**inputs).latents).float().cpu())
     return torch.cat(chunks).double().numpy()
 
 

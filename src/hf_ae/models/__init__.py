@@ -2,11 +2,13 @@
 
 from .funnel_vae import FunnelVaeConfig, FunnelVaeModel
 from .patch_vae import PatchVaeConfig, PatchVaeModel
+from .unet_ae import UNetAeConfig, UNetAeModel
 
 # `--model` names of scripts/train.py -> (config class, model class)
 MODEL_CLASSES = {
     "patch_vae": (PatchVaeConfig, PatchVaeModel),
     "funnel_vae": (FunnelVaeConfig, FunnelVaeModel),
+    "unet_ae": (UNetAeConfig, UNetAeModel),
 }
 
-__all__ = ["MODEL_CLASSES", "FunnelVaeConfig", "FunnelVaeModel", "PatchVaeConfig", "PatchVaeModel"]
+__all__ = ["MODEL_CLASSES", "FunnelVaeConfig", "FunnelVaeModel", "PatchVaeConfig", "PatchVaeModel", "UNetAeConfig", "UNetAeModel"]

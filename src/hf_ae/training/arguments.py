@@ -89,8 +89,18 @@ class TrainArguments:
         default=0.0,
         metadata={
             "help": "Train as a denoising autoencoder: add N(0, std^2) noise to the input images only (clipped to "
-            "[0, 1]); the targets stay clean. A regulariser for small data sets. 0 = off."
+            "[0, 1] unless --input_noise_clip False); the targets stay clean. A regulariser for small data sets. 0 = off."
         },
+    )
+    input_noise_clip: bool = field(
+        default=True,
+        metadata={"help": "Clip the noisy inputs of --input_noise_std to [0, 1] (False: leave them as noisy images "
+                  "arrive when nobody clipped them, as in the UNetAe denoising benchmark)."},
+    )
+    probe: bool = field(
+        default=True,
+        metadata={"help": "At the end, run the SVM latent probe on labelled data sets (up to 20k training rows); "
+                  "--probe False skips it (it takes minutes on large latents)."},
     )
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0 = once, at the end)."})

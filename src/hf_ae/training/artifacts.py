@@ -35,20 +35,56 @@ def interpolation_partner(eval_dataset) -> int:
     return next((i for i, label in enumerate(labels) if label != labels[0]), 1)
 
 
+def reconstruct(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """encode -> decode, passing on the encoder's skip features where the model has them (UNetAe with skips)."""
+    encoded = model.encode(pixel_values=pixel_values)
+    extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
+    return model.decode(encoded.latents, **extra).reconstruction
+
+
+@torch.no_grad()
+def save_generation_images(model, pixel_values: torch.Tensor, folder: Path, num_images: int, seed: int) -> dict[str, str]:
+    """For models that generate without a prior (UNetAe): iterative denoising from noise, with its intermediate
+    outputs, and a manifold walk from test images -> {title: file}."""
+    images = {}
+    methods = getattr(model, "generation_methods", ())
+    if "iterative_denoise" in methods:
+        steps = 30
+        generated = model.sample(num_images, method="iterative_denoise", steps=steps, return_intermediates=True,
+                                 generator=torch.Generator().manual_seed(seed))
+        save_grid(generated.samples, folder / "samples.png", nrow=8)
+        images[f"Iterative denoising from N({model.config.generation_noise_mean}, {model.config.generation_noise_std}) "
+               f"noise, {steps} steps, linear schedule"] = "samples.png"
+        shown = list(range(0, steps, 3)) + [steps - 1]  # every third step of the first 4 samples
+        rows = [generated.intermediates[shown, index] for index in range(min(4, num_images))]
+        save_grid(torch.cat(rows), folder / "denoising_steps.png", nrow=len(shown))
+        images["Iterative denoising: the model's output at steps 1, 4, 7, ... 30 (one sample per row)"] = "denoising_steps.png"
+    if "manifold_walk" in methods:
+        steps = 30
+        walk = model.sample(method="manifold_walk", pixel_values=pixel_values[:4], steps=steps, latent_noise_std=0.0)
+        shown = list(range(0, steps + 1, 3))
+        rows = [walk.intermediates[shown, index] for index in range(walk.samples.shape[0])]
+        save_grid(torch.cat(rows), folder / "manifold_walk.png", nrow=len(shown))
+        images["Manifold walk from test images (left), noise-free, frames 0, 3, ... 30"] = "manifold_walk.png"
+    return images
+
+
 @torch.no_grad()
 def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, seed: int = 0) -> dict[str, str]:
-    """Reconstructions of the first test images, prior samples and an interpolation strip -> {title: file}."""
+    """Reconstructions of the first test images, samples and an interpolation strip -> {title: file}."""
     model.eval()
     pixel_values = eval_dataset.with_format("torch")[:num_images]["pixel_values"].to(model.device, model.dtype)
     images = {}
-    reconstruction = model.decode(model.encode(pixel_values=pixel_values).latents).reconstruction
-    save_reconstruction_grid(pixel_values, reconstruction, folder / "reconstructions.png")
+    save_reconstruction_grid(pixel_values, reconstruct(model, pixel_values), folder / "reconstructions.png")
     images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
 
     if getattr(model, "can_sample_prior", False):
         samples = model.sample(num_images, generator=torch.Generator().manual_seed(seed))
         save_grid(samples, folder / "samples.png", nrow=8)
         images["Samples from the prior"] = "samples.png"
+    images.update(save_generation_images(model, pixel_values, folder, num_images, seed))
+    if getattr(model.config, "skip_connections", False):
+        return images  # the skip features of two images cannot be interpolated through the latents alone
 
     pair = eval_dataset.with_format("torch")[[0, interpolation_partner(eval_dataset)]]["pixel_values"].to(model.device, model.dtype)
     latents = model.encode(pixel_values=pair).latents
@@ -141,7 +177,7 @@ def save_trained_model(
     """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring)."""
     output_dir = Path(output_dir)
     eval_dataset = datasets["test"]
-    probe = maybe_run_probe(model, datasets, tokenizer)
+    probe = maybe_run_probe(model, datasets, tokenizer) if train_args.probe else None
     if probe is not None:
         metrics = {
             **metrics,

@@ -254,7 +254,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     inputs = {"pixel_values": clean}
                     if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
                         noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-                        inputs = {"pixel_values": (clean + train_args.input_noise_std * noise).clamp(0, 1), "labels": clean}
+                        noisy = clean + train_args.input_noise_std * noise
+                        if train_args.input_noise_clip:
+                            noisy = noisy.clamp(0, 1)
+                        inputs = {"pixel_values": noisy, "labels": clean}
                 else:  # (B, T) token ids padded to the batch's longest text, and their mask
                     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))

@@ -2,8 +2,12 @@
 
     model.encode(pixel_values=x).latents             (B, ...) latents (text models: input_ids=, attention_mask=)
     model.decode(latents).reconstruction             (B, C, H, W) images in [0, 1] (text models: (B, T) token ids)
-    model.sample(n, generator=...)                   (n, C, H, W) prior samples (text models: (n, T) token ids)
+    model.sample(n, generator=..., **options)        (n, C, H, W) samples (text models: (n, T) token ids), or an
+                                                     output with `.samples` and `.intermediates` (T, n, C, H, W)
     model.interpolate_latents(start, end, ratios, method)  (S, ...) latents on the path
+
+A model whose decoder also takes encoder features (UNetAe with skip connections) returns them from `encode` as
+`skip_features`, and they are passed on to `decode`; a model with a `denoise` method is asked to denoise with it.
 
 A model is a text model when `config.modality == "text"`; its tokenizer is saved next to it and loaded by
 `pipeline(...)` (or passed as `tokenizer=`).
@@ -14,6 +18,8 @@ without hf_ae installed. The tasks are listed in each config's `custom_pipelines
 """
 
 import ast
+import inspect
+import io
 
 import numpy as np
 import torch
@@ -68,6 +74,13 @@ def make_generator(generator=None, seed=None):
     if seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
     return generator
+
+
+def frames_to_gif(frames: list, duration_ms: int = 100) -> bytes:
+    """PIL frames -> the bytes of an animated GIF that loops forever (write them to a `.gif` file)."""
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue()
 
 
 def python_is_valid(text: str) -> bool:
@@ -129,6 +142,12 @@ class _AutoencoderPipeline(Pipeline):
     def _to_texts(self, token_ids: torch.Tensor) -> list[str]:
         return self._require_tokenizer().batch_decode(token_ids.tolist(), skip_special_tokens=True)
 
+    def _reconstruct(self, model_inputs: dict) -> torch.Tensor:
+        """encode -> decode (posterior means), passing on the encoder's skip features where the model has them."""
+        encoded = self.model.encode(**model_inputs)
+        extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
+        return self.model.decode(encoded.latents, **extra).reconstruction
+
 
 class ImageReconstructionPipeline(_AutoencoderPipeline):
     """`image-reconstruction`: image(s) -> the model's reconstruction(s) as PIL images.
@@ -152,12 +171,65 @@ class ImageReconstructionPipeline(_AutoencoderPipeline):
 
     def _forward(self, model_inputs):
         # 2. encode -> decode with the posterior mean (deterministic)
-        latents = self.model.encode(**model_inputs).latents
-        return {"reconstruction": self.model.decode(latents).reconstruction}
+        return {"reconstruction": self._reconstruct(model_inputs)}
 
     def postprocess(self, model_outputs):
         # 3. (1, C, H, W) -> PIL
         return pixel_values_to_images(model_outputs["reconstruction"])[0]
+
+
+class ImageDenoisingPipeline(_AutoencoderPipeline):
+    """`image-denoising`: image(s), clean with a `noise_std` to add, or already noisy -> the model's denoised output.
+
+    ```python
+    denoise = pipeline("image-denoising", model=repo, trust_remote_code=True)
+    out = denoise(image, noise_std=0.2, seed=0)   # adds N(0, 0.2^2) noise first (not clipped), then denoises
+    out["noisy"], out["denoised"]                 # PIL images (the noisy one clipped to [0, 1] for display)
+    denoise(noisy_image)                          # already noisy: denoised as it is
+    denoise(image, batch_statistics=True)         # BatchNorm on the image's own statistics (UNetAe)
+    ```
+    """
+
+    def _sanitize_parameters(self, noise_std=None, seed=None, generator=None, resize=None, batch_statistics=None,
+                             **kwargs):
+        preprocess = {"generator": make_generator(generator, seed)}
+        if noise_std is not None:
+            if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or noise_std < 0:
+                raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
+            preprocess["noise_std"] = float(noise_std)
+        if resize is not None:
+            preprocess["resize"] = resize
+        forward = {} if batch_statistics is None else {"batch_statistics": bool(batch_statistics)}
+        return preprocess, forward, {}
+
+    def preprocess(self, image, resize: bool = False, noise_std: float = 0.0, generator=None):
+        # 1. image -> (1, C, H, W), plus Gaussian noise when asked
+        if self.is_text_model:
+            raise ValueError("image-denoising needs an image model; this is a text model")
+        pixel_values = self._to_model_inputs([image], resize)["pixel_values"]
+        if noise_std > 0:
+            noise = torch.randn(pixel_values.shape, generator=generator, dtype=pixel_values.dtype)
+            pixel_values = pixel_values + noise_std * noise
+        return {"pixel_values": pixel_values}
+
+    def _forward(self, model_inputs, batch_statistics=None):
+        # 2. noisy -> encode -> decode
+        noisy = model_inputs["pixel_values"]
+        if hasattr(self.model, "denoise"):
+            options = {} if batch_statistics is None else {"batch_statistics": batch_statistics}
+            denoised = self.model.denoise(noisy, **options)
+        elif batch_statistics:
+            raise ValueError(f"batch_statistics applies to BatchNorm models; {type(self.model).__name__} has none")
+        else:
+            denoised = self._reconstruct(model_inputs)
+        return {"noisy": noisy, "denoised": denoised}
+
+    def postprocess(self, model_outputs):
+        # 3. -> PIL
+        return {
+            "noisy": pixel_values_to_images(model_outputs["noisy"])[0],
+            "denoised": pixel_values_to_images(model_outputs["denoised"])[0],
+        }
 
 
 class TextReconstructionPipeline(_AutoencoderPipeline):
@@ -259,43 +331,103 @@ class LatentInterpolationPipeline(_AutoencoderPipeline):
 
 
 class AutoencoderGenerationPipeline(_AutoencoderPipeline):
-    """`autoencoder-generation`: `num_images` samples from the model's prior as PIL images (texts for a text
-    model).
+    """`autoencoder-generation`: `num_images` generated images as PIL images (texts for a text model).
 
     ```python
     generate = pipeline("autoencoder-generation", model=repo, trust_remote_code=True)
-    images = generate(16, seed=0)          # or generator=torch.Generator().manual_seed(0)
+    images = generate(16, seed=0)          # or generator=torch.Generator().manual_seed(0); prior samples (VAEs)
+    # any other keyword goes to model.sample, e.g. for a UNetAe:
+    images = generate(8, method="iterative_denoise", steps=30, schedule="linear", noise_mean=0.7, noise_std=0.2)
+    walks = generate(method="manifold_walk", images=[image_a, image_b], steps=60, latent_noise_std=0.1, gif=True)
+    walks[0]["image"], walks[0]["frames"], walks[0]["gif"]   # last frame, every frame, animated GIF bytes
     ```
+    Returns a list of PIL images, or, when the model returns intermediate frames (`return_intermediates=True`, a
+    manifold walk), a list of `{"image", "frames"}` dicts (plus `"gif"` bytes with `gif=True`). `images=` are start
+    images, for methods that take them (`num_images` then defaults to their number).
     """
 
-    def __call__(self, num_images: int = 1, **kwargs):
+    def __call__(self, num_images: int | None = None, **kwargs):
+        if num_images is None:
+            num_images = len(kwargs["images"]) if kwargs.get("images") is not None else 1
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        if kwargs.get("images") is not None and len(kwargs["images"]) != num_images:
+            raise ValueError(f"num_images={num_images} but {len(kwargs['images'])} start images were given")
         return super().__call__(num_images, **kwargs)
 
-    def _sanitize_parameters(self, generator=None, seed=None, temperature=None, **kwargs):
-        forward = {"generator": make_generator(generator, seed)}
-        if temperature is not None:
-            forward["temperature"] = temperature
-        return {}, forward, {}
+    def _sanitize_parameters(self, generator=None, seed=None, images=None, resize=None, gif=None, gif_duration_ms=None,
+                             **sample_kwargs):
+        preprocess = {"images": images, "resize": bool(resize)}
+        forward = {"generator": make_generator(generator, seed), "sample_kwargs": sample_kwargs}
+        postprocess = {"gif": bool(gif)}
+        if gif_duration_ms is not None:
+            postprocess["gif_duration_ms"] = int(gif_duration_ms)
+        return preprocess, forward, postprocess
 
-    def preprocess(self, num_images):
-        return {"num_images": num_images}
+    def preprocess(self, num_images, images=None, resize: bool = False):
+        inputs = {"num_images": num_images}
+        if images is not None:
+            inputs["pixel_values"] = self._to_model_inputs(list(images), resize)["pixel_values"]
+        return inputs
 
-    def _forward(self, model_inputs, generator=None, temperature: float = 1.0):
-        # 1. draw latents from the prior and decode them (the model knows its own prior)
-        samples = self.model.sample(model_inputs["num_images"], generator=generator, temperature=temperature)
-        return {"samples": samples}
+    def _sample_options(self, sample_kwargs: dict) -> dict:
+        """Check the options against what `model.sample` (and the chosen method) accept; say which exist."""
+        targets = [self.model.sample]
+        method_parameter = inspect.signature(self.model.sample).parameters.get("method")
+        method = sample_kwargs.get("method", None if method_parameter is None else method_parameter.default)
+        if isinstance(method, str) and method in getattr(self.model, "generation_methods", ()):
+            targets.append(getattr(self.model, method))
+        accepted = set()
+        for target in targets:
+            accepted |= {
+                name for name, parameter in inspect.signature(target).parameters.items()
+                if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+            }
+        accepted -= {"num_samples", "generator"}
+        unknown = sorted(set(sample_kwargs) - accepted)
+        if unknown:
+            takes = ", ".join(sorted(accepted | {"images"} if "pixel_values" in accepted else accepted)) or "none"
+            raise ValueError(
+                f"{type(self.model).__name__} generation does not take {unknown}; it takes: {takes} "
+                "(plus num_images, seed/generator, gif)"
+            )
+        return sample_kwargs
 
-    def postprocess(self, model_outputs):
+    def _forward(self, model_inputs, generator=None, sample_kwargs=None):
+        # 1. generate (the model knows its own prior or generation method)
+        options = dict(sample_kwargs or {})
+        if "pixel_values" in model_inputs:
+            options["pixel_values"] = model_inputs["pixel_values"]
+        options = self._sample_options(options)
+        result = self.model.sample(model_inputs["num_images"], generator=generator, **options)
+        if isinstance(result, torch.Tensor):
+            return {"samples": result, "intermediates": None}
+        return {"samples": result.samples, "intermediates": getattr(result, "intermediates", None)}
+
+    def postprocess(self, model_outputs, gif: bool = False, gif_duration_ms: int = 100):
         if self.is_text_model:
             return self._to_texts(model_outputs["samples"])
-        return pixel_values_to_images(model_outputs["samples"])
+        images = pixel_values_to_images(model_outputs["samples"])
+        intermediates = model_outputs["intermediates"]  # (T, B, C, H, W) or None
+        if intermediates is None:
+            if gif:
+                raise ValueError("gif=True needs frames: pass return_intermediates=True or use a manifold walk")
+            return images
+        frames_by_step = [pixel_values_to_images(step) for step in intermediates]
+        results = []
+        for index, image in enumerate(images):
+            frames = [step[index] for step in frames_by_step]
+            result = {"image": image, "frames": frames}
+            if gif:
+                result["gif"] = frames_to_gif(frames, gif_duration_ms)
+            results.append(result)
+        return results
 
 
 # task name -> class, used to register the pipelines when hf_ae is installed.
 AUTOENCODER_PIPELINE_CLASSES = {
     "image-reconstruction": ImageReconstructionPipeline,
+    "image-denoising": ImageDenoisingPipeline,
     "text-reconstruction": TextReconstructionPipeline,
     "latent-interpolation": LatentInterpolationPipeline,
     "autoencoder-generation": AutoencoderGenerationPipeline,
