@@ -53,10 +53,12 @@ def test_train_writes_the_model_its_generation_figures_and_card(tmp_path):
 def test_probe_can_be_skipped_and_denoising_noise_left_unclipped(tmp_path):
     output_dir = tmp_path / "run"
     results = train(*parse_args(tiny_args(output_dir, "--max_steps", "2", "--probe", "False",
-                                          "--input_noise_std", "0.2", "--input_noise_clip", "False")))
+                                          "--input_noise_std", "0.2", "--input_noise_clip", "False",
+                                          "--input_noise_uniform", "True")))
     assert "eval_probe_accuracy" not in results and not (output_dir / "probe_svm_digits.json").exists()
     arguments = json.loads((output_dir / "training_args.json").read_text())
     assert arguments["input_noise_std"] == 0.2 and arguments["input_noise_clip"] is False
+    assert arguments["input_noise_uniform"] is True
     assert "Input noise (denoising training): 0.2" in (output_dir / "README.md").read_text()
 
 

@@ -97,6 +97,11 @@ class TrainArguments:
         metadata={"help": "Clip the noisy inputs of --input_noise_std to [0, 1] (False: leave them as noisy images "
                   "arrive when nobody clipped them, as in the UNetAe denoising benchmark)."},
     )
+    input_noise_uniform: bool = field(
+        default=False,
+        metadata={"help": "Draw each image's noise level uniformly from [0, input_noise_std] instead of using "
+                  "input_noise_std itself: one model that denoises every level up to it (a blind denoiser)."},
+    )
     probe: bool = field(
         default=True,
         metadata={"help": "At the end, run the SVM latent probe on labelled data sets (up to 20k training rows); "

@@ -254,7 +254,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     inputs = {"pixel_values": clean}
                     if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
                         noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-                        noisy = clean + train_args.input_noise_std * noise
+                        std = train_args.input_noise_std
+                        if train_args.input_noise_uniform:  # one level per image, (B, 1, 1, 1)
+                            std = std * torch.rand((clean.shape[0], 1, 1, 1), generator=generator,
+                                                   device=clean.device, dtype=clean.dtype)
+                        noisy = clean + std * noise
                         if train_args.input_noise_clip:
                             noisy = noisy.clamp(0, 1)
                         inputs = {"pixel_values": noisy, "labels": clean}
