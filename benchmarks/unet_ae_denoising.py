@@ -92,7 +92,10 @@ def pca_denoiser(train: np.ndarray, sigma: float, seed: int):
     return denoise, best_k
 
 
-def train_unet(dataset: str, spec: dict, output_dir: Path, noise_std: float, max_steps: int | None, seed: int):
+def train_unet(dataset: str, spec: dict, output_dir: Path, noise_std: float, max_steps: int | None, seed: int,
+               reuse: bool = False):
+    if reuse and (output_dir / "all_results.json").exists():  # a model this script trained before
+        return UNetAeModel.from_pretrained(output_dir).eval(), json.loads((output_dir / "all_results.json").read_text())
     argv = [
         "--model", "unet_ae", "--dataset", dataset, "--image_size", str(spec["image_size"]),
         "--output_dir", str(output_dir), "--overwrite_output_dir", "--config_overrides", spec["config_overrides"],
@@ -159,6 +162,8 @@ def main():
     parser.add_argument("--max_steps", type=int, default=None, help="Override the step counts (quick looks).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="benchmarks/results/unet_ae_denoising")
+    parser.add_argument("--reuse_trained", action="store_true",
+                        help="Load the models a previous run saved in --output_dir instead of training them again.")
     args = parser.parse_args()
     output_root = Path(args.output_dir)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -168,9 +173,11 @@ def main():
     for dataset in args.datasets.split(","):
         spec = RUNS[dataset]
         train_x, test_x = arrays(dataset, spec["image_size"])
-        clean_model, clean_results = train_unet(dataset, spec, output_root / f"{dataset}_clean", 0.0, args.max_steps, args.seed)
+        clean_model, clean_results = train_unet(dataset, spec, output_root / f"{dataset}_clean", 0.0, args.max_steps, args.seed,
+                                                args.reuse_trained)
         denoiser, denoiser_results = train_unet(dataset, spec, output_root / f"{dataset}_denoiser",
-                                                spec["denoiser_noise_std"], args.max_steps, args.seed)
+                                                spec["denoiser_noise_std"], args.max_steps, args.seed,
+                                                args.reuse_trained)
         rows = {name: [] for name in ("noisy", "clipped", "pca", "unet_clean", "unet_clean_batch_stats",
                                       "unet_denoiser", "unet_denoiser_batch_stats")}
         pca_components = []
@@ -228,7 +235,8 @@ def main():
             for key, judged in generation.items():
                 print(f"generation {model_name} {key}: {100 * judged['confident_share']:.0f}% of {judged['num_samples']} "
                       f"samples confident (p >= 0.9), {judged['classes_covered']} classes "
-                      f"(classifier test accuracy {100 * judged['classifier_test_accuracy']:.1f}%)")
+                      f"(classifier test accuracy {100 * judged['classifier_test_accuracy']:.1f}%, confident on "
+                      f"{100 * judged['real_test_digits_confident_share']:.0f}% of real test digits)")
     (RESULTS / "unet_ae_denoising.json").write_text(json.dumps(report, indent=2))
 
 
