@@ -133,3 +133,21 @@ def test_trained_unet_ae_round_trips_through_the_hub(tmp_path, hub_endpoint):
         env, without_hf_ae=True,
     ).stdout
     assert "model-index" in card and "UNetAe" in card
+
+
+def test_input_noise_levels_and_clipping():
+    from hf_ae.training.arguments import TrainArguments
+    from hf_ae.training.trainer import add_input_noise
+
+    clean = torch.full((64, 1, 8, 8), 0.5)
+    fixed = add_input_noise(clean, TrainArguments(input_noise_std=0.3, input_noise_clip=False),
+                            torch.Generator().manual_seed(0))
+    per_image_std = (fixed - clean).flatten(1).std(1)
+    assert per_image_std.min() > 0.2 and per_image_std.max() < 0.4  # one level for all
+    assert fixed.min() < 0 and fixed.max() > 1  # not clipped
+    uniform = add_input_noise(clean, TrainArguments(input_noise_std=0.3, input_noise_uniform=True, input_noise_clip=False),
+                              torch.Generator().manual_seed(0))
+    per_image_std = (uniform - clean).flatten(1).std(1)
+    assert per_image_std.min() < 0.05 and per_image_std.max() > 0.25  # levels spread over [0, 0.3]
+    clipped = add_input_noise(clean, TrainArguments(input_noise_std=0.3), torch.Generator().manual_seed(0))
+    assert clipped.min() >= 0 and clipped.max() <= 1

@@ -18,7 +18,7 @@ import torch
 
 from ..evaluation.probe import encode_dataset, probe_results_filename, run_probe
 from ..hub import EvalResult, render_model_card
-from ..models.funnel_vae.pipeline_autoencoder import TEXT_VALIDATORS
+from ..models.patch_vae.pipeline_autoencoder import TEXT_VALIDATORS, reconstruct
 from ..visualization import save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
@@ -33,13 +33,6 @@ def interpolation_partner(eval_dataset) -> int:
         return 1
     labels = eval_dataset["label"]
     return next((i for i, label in enumerate(labels) if label != labels[0]), 1)
-
-
-def reconstruct(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """encode -> decode, passing on the encoder's skip features where the model has them (UNetAe with skips)."""
-    encoded = model.encode(pixel_values=pixel_values)
-    extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
-    return model.decode(encoded.latents, **extra).reconstruction
 
 
 @torch.no_grad()
@@ -75,7 +68,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     model.eval()
     pixel_values = eval_dataset.with_format("torch")[:num_images]["pixel_values"].to(model.device, model.dtype)
     images = {}
-    save_reconstruction_grid(pixel_values, reconstruct(model, pixel_values), folder / "reconstructions.png")
+    save_reconstruction_grid(pixel_values, reconstruct(model, {"pixel_values": pixel_values}), folder / "reconstructions.png")
     images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
 
     if getattr(model, "can_sample_prior", False):

@@ -85,6 +85,18 @@ def _step_generator(seed: int, step: int, process_index: int, device) -> torch.G
     return generator
 
 
+def add_input_noise(clean: torch.Tensor, train_args: TrainArguments, generator: torch.Generator) -> torch.Tensor:
+    """clean (B, C, H, W) + N(0, std^2) noise: std = --input_noise_std, or per image uniform in [0, it] with
+    --input_noise_uniform; clipped to [0, 1] unless --input_noise_clip False."""
+    # the noise is drawn before the levels: the benchmark's denoisers were trained with this order
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    std = train_args.input_noise_std
+    if train_args.input_noise_uniform:  # one level per image, (B, 1, 1, 1)
+        std = std * torch.rand((clean.shape[0], 1, 1, 1), generator=generator, device=clean.device, dtype=clean.dtype)
+    noisy = clean + std * noise
+    return noisy.clamp(0, 1) if train_args.input_noise_clip else noisy
+
+
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, evaluate and save a model; return the final metrics (also written to all_results.json)."""
     output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
@@ -253,15 +265,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     clean = batch["pixel_values"]  # (B, C, H, W)
                     inputs = {"pixel_values": clean}
                     if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
-                        noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-                        std = train_args.input_noise_std
-                        if train_args.input_noise_uniform:  # one level per image, (B, 1, 1, 1)
-                            std = std * torch.rand((clean.shape[0], 1, 1, 1), generator=generator,
-                                                   device=clean.device, dtype=clean.dtype)
-                        noisy = clean + std * noise
-                        if train_args.input_noise_clip:
-                            noisy = noisy.clamp(0, 1)
-                        inputs = {"pixel_values": noisy, "labels": clean}
+                        inputs = {"pixel_values": add_input_noise(clean, train_args, generator), "labels": clean}
                 else:  # (B, T) token ids padded to the batch's longest text, and their mask
                     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))

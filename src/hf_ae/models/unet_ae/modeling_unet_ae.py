@@ -579,7 +579,7 @@ class UNetAeModel(UNetAePreTrainedModel):
     @torch.no_grad()
     def iterative_denoise(
         self,
-        num_samples: int = 1,
+        num_samples: int | None = None,
         steps: int = 30,
         schedule: str = "linear",
         noise_mean: float | None = None,
@@ -589,21 +589,13 @@ class UNetAeModel(UNetAePreTrainedModel):
         batch_statistics: bool | None = None,
         pixel_values: torch.Tensor | None = None,
     ) -> UNetAeGenerationOutput:
-        """The seed's "diffusion with no diffusion": a(0) = N(mu, sigma) (or `pixel_values`), then for n = 1..steps
+        """The seed's "diffusion with no diffusion": a(0) = N(mu, sigma) (or `pixel_values`; `num_samples`, default 1,
+        must then match or be None), then for n = 1..steps
         a(n) = c_n * D(E(a(n-1))) + d_n * N(mu, sigma) with (c_n, d_n) from `schedule_weights`; returns a(steps)."""
-        config = self.config
-        mean = config.generation_noise_mean if noise_mean is None else noise_mean
-        std = config.generation_noise_std if noise_std is None else noise_std
-        self._check_steps(steps)
-        if config.out_channels != config.in_channels:
-            raise ValueError("iterative denoising feeds outputs back as inputs: it needs out_channels == in_channels")
-        if pixel_values is None:
-            self._check_num_samples(num_samples)
-            current = self._noise(num_samples, generator, mean, std)
-        else:
-            self.check_pixel_values(pixel_values)
-            current = pixel_values
-        use_batch_statistics = config.generation_batch_statistics if batch_statistics is None else batch_statistics
+        current, use_batch_statistics = self._start_generation(
+            "iterative denoising", num_samples, pixel_values, steps, generator, noise_mean, noise_std, batch_statistics
+        )
+        mean, std = self._noise_parameters(noise_mean, noise_std)
         frames = []
         with self.batch_statistics(use_batch_statistics):
             for step in range(1, steps + 1):
@@ -630,23 +622,11 @@ class UNetAeModel(UNetAePreTrainedModel):
         """The seed's manifold walk: g(0) = `pixel_values` (or N(mu, sigma) noise), then
         h(n) = E(g(n-1)) + N(0, latent_noise_std^2), g(n) = D(h(n)) for n = 1..steps (latent_noise_std=0 is the
         noise-free walk). Returns every frame g(0..steps) as `intermediates` and g(steps) as `samples`."""
-        config = self.config
-        self._check_steps(steps)
         if latent_noise_std < 0:
             raise ValueError(f"latent_noise_std must be >= 0, got {latent_noise_std!r}")
-        if config.out_channels != config.in_channels:
-            raise ValueError("a manifold walk feeds outputs back as inputs: it needs out_channels == in_channels")
-        if pixel_values is None:
-            self._check_num_samples(num_samples if num_samples is not None else 1)
-            mean = config.generation_noise_mean if noise_mean is None else noise_mean
-            std = config.generation_noise_std if noise_std is None else noise_std
-            current = self._noise(num_samples or 1, generator, mean, std)
-        else:
-            self.check_pixel_values(pixel_values)
-            if num_samples is not None and num_samples != pixel_values.shape[0]:
-                raise ValueError(f"num_samples={num_samples} but {pixel_values.shape[0]} start images were given")
-            current = pixel_values
-        use_batch_statistics = config.generation_batch_statistics if batch_statistics is None else batch_statistics
+        current, use_batch_statistics = self._start_generation(
+            "a manifold walk", num_samples, pixel_values, steps, generator, noise_mean, noise_std, batch_statistics
+        )
         frames = [current.clamp(0, 1)]
         with self.batch_statistics(use_batch_statistics):
             for _ in range(steps):
@@ -663,20 +643,34 @@ class UNetAeModel(UNetAePreTrainedModel):
         """Generate with `method="iterative_denoise"` ([`iterative_denoise`]) or `"manifold_walk"`
         ([`manifold_walk`]); other keyword arguments go to that method."""
         if method == "iterative_denoise":
-            return self.iterative_denoise(1 if num_samples is None else num_samples, **kwargs)
+            return self.iterative_denoise(num_samples, **kwargs)
         if method == "manifold_walk":
             return self.manifold_walk(num_samples, **kwargs)
         raise ValueError(f"method must be one of {GENERATION_METHODS}, got {method!r}")
 
-    @staticmethod
-    def _check_steps(steps) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    def _noise_parameters(self, noise_mean, noise_std) -> tuple[float, float]:
+        config = self.config
+        return (config.generation_noise_mean if noise_mean is None else noise_mean,
+                config.generation_noise_std if noise_std is None else noise_std)
 
-    @staticmethod
-    def _check_num_samples(num_samples) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    def _start_generation(self, what: str, num_samples, pixel_values, steps, generator, noise_mean, noise_std,
+                          batch_statistics) -> tuple[torch.Tensor, bool]:
+        """Check the arguments both generation methods share -> (the start images: `pixel_values`, or
+        `num_samples` (default 1) N(mu, sigma) noise images; whether BatchNorm uses batch statistics)."""
+        config = self.config
+        for name, value in (("steps", steps), ("num_samples", 1 if num_samples is None else num_samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if config.out_channels != config.in_channels:
+            raise ValueError(f"{what} feeds outputs back as inputs: it needs out_channels == in_channels")
+        if pixel_values is None:
+            start = self._noise(num_samples or 1, generator, *self._noise_parameters(noise_mean, noise_std))
+        else:
+            self.check_pixel_values(pixel_values)
+            if num_samples is not None and num_samples != pixel_values.shape[0]:
+                raise ValueError(f"num_samples={num_samples} but {pixel_values.shape[0]} start images were given")
+            start = pixel_values
+        return start, config.generation_batch_statistics if batch_statistics is None else batch_statistics
 
     @staticmethod
     def interpolate_latents(

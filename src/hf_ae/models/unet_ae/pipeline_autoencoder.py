@@ -77,6 +77,13 @@ def make_generator(generator=None, seed=None):
     return generator
 
 
+def reconstruct(model, model_inputs: dict) -> torch.Tensor:
+    """encode -> decode (posterior means), passing on the encoder's skip features where the model has them."""
+    encoded = model.encode(**model_inputs)
+    extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
+    return model.decode(encoded.latents, **extra).reconstruction
+
+
 def frames_to_gif(frames: list, duration_ms: int = 100) -> bytes:
     """PIL frames -> the bytes of an animated GIF that loops forever (write them to a `.gif` file)."""
     buffer = io.BytesIO()
@@ -143,12 +150,6 @@ class _AutoencoderPipeline(Pipeline):
     def _to_texts(self, token_ids: torch.Tensor) -> list[str]:
         return self._require_tokenizer().batch_decode(token_ids.tolist(), skip_special_tokens=True)
 
-    def _reconstruct(self, model_inputs: dict) -> torch.Tensor:
-        """encode -> decode (posterior means), passing on the encoder's skip features where the model has them."""
-        encoded = self.model.encode(**model_inputs)
-        extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
-        return self.model.decode(encoded.latents, **extra).reconstruction
-
 
 class ImageReconstructionPipeline(_AutoencoderPipeline):
     """`image-reconstruction`: image(s) -> the model's reconstruction(s) as PIL images.
@@ -172,7 +173,7 @@ class ImageReconstructionPipeline(_AutoencoderPipeline):
 
     def _forward(self, model_inputs):
         # 2. encode -> decode with the posterior mean (deterministic)
-        return {"reconstruction": self._reconstruct(model_inputs)}
+        return {"reconstruction": reconstruct(self.model, model_inputs)}
 
     def postprocess(self, model_outputs):
         # 3. (1, C, H, W) -> PIL
@@ -222,7 +223,7 @@ class ImageDenoisingPipeline(_AutoencoderPipeline):
         elif batch_statistics:
             raise ValueError(f"batch_statistics applies to BatchNorm models; {type(self.model).__name__} has none")
         else:
-            denoised = self._reconstruct(model_inputs)
+            denoised = reconstruct(self.model, model_inputs)
         return {"noisy": noisy, "denoised": denoised}
 
     def postprocess(self, model_outputs):
@@ -387,7 +388,8 @@ class AutoencoderGenerationPipeline(_AutoencoderPipeline):
         accepted -= {"num_samples", "generator"}
         unknown = sorted(set(sample_kwargs) - accepted)
         if unknown:
-            takes = ", ".join(sorted(accepted | {"images"} if "pixel_values" in accepted else accepted)) or "none"
+            # start images arrive as `images=` and reach the model as pixel_values
+            takes = ", ".join(sorted(name.replace("pixel_values", "images") for name in accepted)) or "none"
             raise ValueError(
                 f"{type(self.model).__name__} generation does not take {unknown}; it takes: {takes} "
                 "(plus num_images, seed/generator, gif)"
