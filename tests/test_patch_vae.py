@@ -13,7 +13,17 @@ TINY = dict(
 )
 
 
-@pytest.mark.parametrize("bottleneck", ["kl", "none"])
+# The mixin compares training forwards with each other, so its vq variant uses the learned codebook without
+# restarts (an EMA codebook changes in every training forward; tests below cover it on its own).
+BOTTLENECK_OPTIONS = {
+    "kl": {},
+    "none": {},
+    "vq": {"codebook_size": 8, "vq_ema": False, "vq_dead_code_threshold": 0.0},
+    "fsq": {"fsq_levels": [3, 4]},
+}
+
+
+@pytest.mark.parametrize("bottleneck", list(BOTTLENECK_OPTIONS))
 class TestPatchVaeModel(AutoencoderTesterMixin):
     model_class = PatchVaeModel
 
@@ -22,7 +32,7 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
         self.bottleneck = bottleneck
 
     def tiny_config(self, **overrides):
-        return PatchVaeConfig(**{**TINY, "bottleneck": self.bottleneck, **overrides})
+        return PatchVaeConfig(**{**TINY, "bottleneck": self.bottleneck, **BOTTLENECK_OPTIONS[self.bottleneck], **overrides})
 
     def test_latents_one_vector_per_patch(self):
         model = self.make_model()
@@ -35,8 +45,13 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
         outputs = model(pixel_values)
         expected_recon = torch.nn.functional.mse_loss(outputs.reconstruction, pixel_values)
         assert torch.allclose(outputs.recon_loss, expected_recon)
+        if self.bottleneck == "vq":  # learned codebook: + commitment (weight 0.25) + codebook loss, no KL
+            assert outputs.kl_loss.item() == 0.0 and outputs.commitment_loss > 0
+            assert torch.allclose(outputs.codebook_loss, outputs.commitment_loss)  # the same distance, two gradients
+            assert torch.allclose(outputs.loss, outputs.recon_loss + 0.25 * outputs.commitment_loss + outputs.codebook_loss)
+            return
         assert torch.allclose(outputs.loss, outputs.recon_loss + 0.3 * outputs.kl_loss)
-        if self.bottleneck == "none":
+        if self.bottleneck in ("none", "fsq"):
             assert outputs.kl_loss.item() == 0.0 and outputs.latent_mean is None
         else:
             mean, logvar = outputs.latent_mean, outputs.latent_logvar
@@ -55,12 +70,14 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
         if self.bottleneck == "kl":
             assert not torch.allclose(sampled, encoded.latents)
             assert torch.allclose(encoded.latents, encoded.latent_mean)
+        elif self.bottleneck == "vq":  # the first training forward initialises the codebook from the batch
+            assert bool(model.bottleneck.initialized)
         else:
             assert torch.allclose(sampled, encoded.latents, atol=1e-6)
 
     def test_prior_sampling(self):
         model = self.make_model()
-        if self.bottleneck == "none":
+        if self.bottleneck != "kl":
             assert not model.can_sample_prior
             with pytest.raises(ValueError, match="bottleneck='kl'"):
                 model.sample(2)
@@ -99,6 +116,13 @@ def test_labels_are_reconstruction_targets():
         ("patch_size", 3, "patch_size=3 does not divide image_size=8"),
         ("num_attention_heads", 3, "num_attention_heads=3 does not divide hidden_size=16"),
         ("bottleneck", "vqq", "bottleneck must be one of"),
+        ("codebook_size", 1, "codebook_size must be an integer >= 2"),
+        ("vq_decay", 1.0, r"vq_decay must be in \[0, 1\)"),
+        ("vq_epsilon", 0.0, "vq_epsilon must be > 0"),
+        ("commitment_weight", -0.1, "commitment_weight must be >= 0"),
+        ("vq_dead_code_threshold", -1.0, "vq_dead_code_threshold must be >= 0"),
+        ("vq_ema", "yes", "vq_ema must be True or False"),
+        ("fsq_levels", [8, 1], "fsq_levels must be a non-empty list of integers >= 2"),
         ("reconstruction_loss", "l1", "reconstruction_loss must be one of"),
         ("latent_dim", 0, "latent_dim must be a positive integer"),
         ("kl_weight", -1.0, "kl_weight must be >= 0"),
@@ -109,6 +133,14 @@ def test_labels_are_reconstruction_targets():
 def test_invalid_config_names_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         PatchVaeConfig(**{**TINY, field: value})
+
+
+def test_fsq_needs_one_latent_dimension_per_level():
+    with pytest.raises(ValueError, match=r"latent_dim must equal len\(fsq_levels\)=4; got latent_dim=2"):
+        PatchVaeConfig(**TINY, bottleneck="fsq", fsq_levels=[8, 5, 5, 5])
+    assert PatchVaeConfig(**{**TINY, "latent_dim": 4}, bottleneck="fsq", fsq_levels=[8, 5, 5, 5]).num_codes == 1000
+    assert PatchVaeConfig(**TINY, bottleneck="vq", codebook_size=64).num_codes == 64
+    assert PatchVaeConfig(**TINY, bottleneck="kl").num_codes is None
 
 
 def test_kl_warmup_is_linear_then_flat():

@@ -11,7 +11,10 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     """Test-set metrics of an image autoencoder, with the posterior mean decoded (no sampling).
 
     Returns `mse` (mean squared error per pixel value), `psnr` (10·log10(1/mse), images in [0, 1]),
-    and the mean of the model's own loss terms (`loss`, `recon_loss`, `kl_loss`) at the full KL weight.
+    and the mean of the model's own loss terms (`loss`, `recon_loss`, `kl_loss`, `commitment_loss`) at the full
+    KL weight. For a quantizing model (outputs with `codes`): `codebook_usage`, the share of the
+    `config.num_codes` codes that occur in the whole test set, and `perplexity`, exp of the entropy of the
+    test set's code histogram (how many equally used codes it amounts to).
     With an `accelerator`, every process evaluates its shard and the sums are gathered (the duplicated
     samples that even out the last batch are dropped by `gather_for_metrics`).
     """
@@ -21,18 +24,26 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     num_values = 0
     term_sums: dict[str, float] = {}
     num_images = 0
+    code_counts = None  # (K,) over the test set, for quantizing models
     for batch in dataloader:
         pixel_values = batch["pixel_values"]
         outputs = model(pixel_values=pixel_values, sample_posterior=False)
+        codes = getattr(outputs, "codes", None)  # (B, N) or None
         errors = (outputs.reconstruction.float() - pixel_values.float()).pow(2).flatten(1).sum(1)  # (B,)
         batch_terms = {
             name: getattr(outputs, name).detach().float().expand(pixel_values.shape[0])
-            for name in ("loss", "recon_loss", "kl_loss", "reg_loss")
+            for name in ("loss", "recon_loss", "kl_loss", "reg_loss", "commitment_loss")
             if getattr(outputs, name, None) is not None
         }
         if accelerator is not None:
             errors = accelerator.gather_for_metrics(errors)
             batch_terms = {k: accelerator.gather_for_metrics(v) for k, v in batch_terms.items()}
+            if codes is not None:
+                codes = accelerator.gather_for_metrics(codes)
+        if codes is not None:
+            num_codes = (accelerator.unwrap_model(model) if accelerator is not None else model).config.num_codes
+            counts = torch.bincount(codes.flatten(), minlength=num_codes).cpu()
+            code_counts = counts if code_counts is None else code_counts + counts
         squared_error += errors.sum().item()
         num_values += errors.numel() * pixel_values[0].numel()
         num_images += errors.numel()
@@ -44,6 +55,10 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     mse = squared_error / num_values
     metrics = {"mse": mse, "psnr": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")}
     metrics.update({name: total / num_images for name, total in term_sums.items()})
+    if code_counts is not None:
+        probabilities = code_counts.double() / code_counts.sum()
+        entropy = -(probabilities * probabilities.clamp_min(1e-300).log()).sum().item()
+        metrics.update({"codebook_usage": (code_counts > 0).double().mean().item(), "perplexity": math.exp(entropy)})
     return metrics
 
 

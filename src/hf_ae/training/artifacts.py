@@ -168,6 +168,9 @@ def save_trained_model(
     tokenizer=None,
 ) -> None:
     """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring)."""
+    # Inference from here on: a training-mode forward would change the model (a vq codebook's EMA update) and,
+    # under several processes, wait for collective calls that the other ranks never make.
+    model.eval()
     output_dir = Path(output_dir)
     eval_dataset = datasets["test"]
     probe = maybe_run_probe(model, datasets, tokenizer) if train_args.probe else None

@@ -251,6 +251,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     )
     started = time.perf_counter()
     running_loss, running_count = torch.zeros((), device=accelerator.device), 0
+    # Quantizers report how many codes a batch uses: logged beside the loss, so a collapsing codebook shows.
+    running_code_stats: dict[str, torch.Tensor] = {}
     model.train()
     epoch = start_epoch
     while global_step < max_steps:
@@ -277,6 +279,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 optimizer.zero_grad()
             running_loss += outputs.loss.detach()
             running_count += 1
+            for name in ("codebook_usage", "perplexity"):
+                value = getattr(outputs, name, None)
+                if value is not None:
+                    running_code_stats[name] = running_code_stats.get(name, 0.0) + value.detach().float()
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
@@ -285,9 +291,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             if global_step % train_args.logging_steps == 0 or global_step == max_steps:
                 loss = accelerator.reduce(running_loss, reduction="mean").item() / running_count
                 record = {"step": global_step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
+                for name, total in running_code_stats.items():
+                    record[name] = accelerator.reduce(total, reduction="mean").item() / running_count
+                running_code_stats = {}
                 log_history.append(record)
                 progress.set_postfix(loss=f"{loss:.4g}")
-                accelerator.log({"train/loss": loss, "train/lr": record["lr"]}, step=global_step)
+                accelerator.log({f"train/{k}": v for k, v in record.items() if k not in ("step", "epoch")},
+                                step=global_step)
                 running_loss.zero_()
                 running_count = 0
             if train_args.eval_steps and global_step % train_args.eval_steps == 0 and global_step < max_steps:

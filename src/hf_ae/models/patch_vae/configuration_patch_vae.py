@@ -1,12 +1,12 @@
 """PatchVae configuration."""
 
 import copy
+import math
 
 from transformers import PretrainedConfig
 
-# Bottlenecks implemented in modeling_patch_vae.PATCH_VAE_BOTTLENECKS. "vq" and "fsq" plug into the
-# same registry (their own issue); the config lists only what the model can build today.
-PATCH_VAE_BOTTLENECKS = ("none", "kl")
+# Bottlenecks implemented in modeling_patch_vae.PATCH_VAE_BOTTLENECK_CLASSES.
+PATCH_VAE_BOTTLENECKS = ("none", "kl", "vq", "fsq")
 PATCH_VAE_RECONSTRUCTION_LOSSES = ("mse", "bce")
 
 # Pipelines saved with every PatchVae (pipeline_autoencoder.py is copied next to the weights), so that
@@ -71,9 +71,13 @@ class PatchVaeConfig(PretrainedConfig):
         latent_dim (`int`, *optional*, defaults to 2):
             Size of the latent vector of each patch; the total latent size is `num_patches * latent_dim`.
         bottleneck (`str`, *optional*, defaults to `"kl"`):
-            `"none"` (a plain autoencoder: a linear projection per patch) or `"kl"` (a VAE: a diagonal Gaussian
+            `"none"` (a plain autoencoder: a linear projection per patch), `"kl"` (a VAE: a diagonal Gaussian
             posterior per patch, regularised towards N(0, I) by a KL term, sampled with the reparameterisation
-            trick during training).
+            trick during training), `"vq"` (a VQ-VAE: each patch's vector is replaced by its nearest entry of a
+            codebook of `codebook_size` vectors of size `latent_dim`) or `"fsq"` (finite scalar quantization:
+            each of the `latent_dim = len(fsq_levels)` dimensions is bounded and rounded to `fsq_levels[i]`
+            values). `vq` and `fsq` give every patch a code index, sampled with a patch prior
+            (`hf_ae.models.patch_prior`) rather than from N(0, I).
         kl_weight (`float`, *optional*, defaults to 0.05):
             Weight of the KL term after warm-up (beta of a beta-VAE). Both loss terms are per input value
             (the KL summed over latent dimensions is divided by `num_channels * image_size**2`), so with
@@ -84,6 +88,31 @@ class PatchVaeConfig(PretrainedConfig):
         reconstruction_loss (`str`, *optional*, defaults to `"mse"`):
             `"mse"` (mean squared error on a linear output) or `"bce"` (binary cross-entropy on logits; the
             reconstruction is their sigmoid). Targets must lie in [0, 1] for `"bce"`.
+        codebook_size (`int`, *optional*, defaults to 512):
+            `bottleneck="vq"`: number of codebook vectors (the codes are `0..codebook_size-1`, each
+            `log2(codebook_size)` bits per patch). The vectors have `latent_dim` entries.
+        vq_ema (`bool`, *optional*, defaults to `True`):
+            `bottleneck="vq"`: update the codebook as exponential moving averages of the vectors assigned to each
+            code (van den Oord et al., 2017, appendix) rather than by gradient descent on a codebook loss.
+        vq_decay (`float`, *optional*, defaults to 0.99):
+            Decay of the EMA codebook statistics (`vq_ema=True`), and of the per-code usage counts that decide
+            dead-code restarts (both variants).
+        vq_epsilon (`float`, *optional*, defaults to 1e-5):
+            Laplace smoothing of the EMA cluster sizes (keeps unused codes from dividing by zero).
+        commitment_weight (`float`, *optional*, defaults to 0.25):
+            Weight of the commitment loss `||z - sg(e)||^2` that keeps the encoder's vectors near their codes.
+        vq_dead_code_threshold (`float`, *optional*, defaults to 1.0):
+            A code whose moving-average count of assigned vectors per batch falls below this is restarted from a
+            random vector of the current batch (0 turns restarts off). Restarts keep the codebook from collapsing
+            onto a few codes.
+        vq_cosine (`bool`, *optional*, defaults to `False`):
+            Match vectors to codes by cosine similarity: both are L2-normalised, so the latents lie on the sphere.
+        vq_sync_codebook (`bool`, *optional*, defaults to `True`):
+            Under several processes (`torch.distributed`), all-reduce the EMA statistics and broadcast restarts so
+            every rank keeps the same codebook. Off, each rank updates its codebook from its own batches.
+        fsq_levels (`list[int]`, *optional*, defaults to `[8, 5, 5, 5]`):
+            `bottleneck="fsq"`: number of values per latent dimension (each >= 2); `latent_dim` must equal
+            `len(fsq_levels)` and the code count is their product (1000 for the default, ~10 bits per patch).
 
     Example:
 
@@ -120,6 +149,15 @@ class PatchVaeConfig(PretrainedConfig):
         kl_weight: float = 0.05,
         kl_warmup_steps: int = 0,
         reconstruction_loss: str = "mse",
+        codebook_size: int = 512,
+        vq_ema: bool = True,
+        vq_decay: float = 0.99,
+        vq_epsilon: float = 1e-5,
+        commitment_weight: float = 0.25,
+        vq_dead_code_threshold: float = 1.0,
+        vq_cosine: bool = False,
+        vq_sync_codebook: bool = True,
+        fsq_levels: list[int] | tuple[int, ...] = (8, 5, 5, 5),
         **kwargs,
     ):
         self.image_size = image_size
@@ -143,6 +181,15 @@ class PatchVaeConfig(PretrainedConfig):
         self.kl_weight = kl_weight
         self.kl_warmup_steps = kl_warmup_steps
         self.reconstruction_loss = reconstruction_loss
+        self.codebook_size = codebook_size
+        self.vq_ema = vq_ema
+        self.vq_decay = vq_decay
+        self.vq_epsilon = vq_epsilon
+        self.commitment_weight = commitment_weight
+        self.vq_dead_code_threshold = vq_dead_code_threshold
+        self.vq_cosine = vq_cosine
+        self.vq_sync_codebook = vq_sync_codebook
+        self.fsq_levels = list(fsq_levels)
         # A copy per config: transformers' pipeline() rewrites the "pt" entries of this dict in place.
         kwargs.setdefault("custom_pipelines", copy.deepcopy(PATCH_VAE_CUSTOM_PIPELINES))
         super().__init__(**kwargs)
@@ -196,6 +243,27 @@ class PatchVaeConfig(PretrainedConfig):
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
         if isinstance(self.kl_warmup_steps, bool) or not isinstance(self.kl_warmup_steps, int) or self.kl_warmup_steps < 0:
             raise ValueError(f"kl_warmup_steps must be a non-negative integer, got {self.kl_warmup_steps!r}")
+        if isinstance(self.codebook_size, bool) or not isinstance(self.codebook_size, int) or self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be an integer >= 2, got {self.codebook_size!r}")
+        for name in ("vq_ema", "vq_cosine", "vq_sync_codebook"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not 0.0 <= self.vq_decay < 1.0:
+            raise ValueError(f"vq_decay must be in [0, 1), got {self.vq_decay!r}")
+        if not self.vq_epsilon > 0:
+            raise ValueError(f"vq_epsilon must be > 0, got {self.vq_epsilon!r}")
+        if self.commitment_weight < 0:
+            raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight!r}")
+        if self.vq_dead_code_threshold < 0:
+            raise ValueError(f"vq_dead_code_threshold must be >= 0 (0 = no restarts), got {self.vq_dead_code_threshold!r}")
+        if not self.fsq_levels or any(isinstance(level, bool) or not isinstance(level, int) or level < 2
+                                      for level in self.fsq_levels):
+            raise ValueError(f"fsq_levels must be a non-empty list of integers >= 2, got {self.fsq_levels!r}")
+        if self.bottleneck == "fsq" and self.latent_dim != len(self.fsq_levels):
+            raise ValueError(
+                f"bottleneck='fsq' quantizes each latent dimension to its own number of levels, so latent_dim must "
+                f"equal len(fsq_levels)={len(self.fsq_levels)}; got latent_dim={self.latent_dim}"
+            )
 
     @property
     def num_patches(self) -> int:
@@ -204,6 +272,16 @@ class PatchVaeConfig(PretrainedConfig):
     @property
     def total_latent_size(self) -> int:
         return self.num_patches * self.latent_dim
+
+    @property
+    def num_codes(self) -> int | None:
+        """Number of distinct codes per patch (`codebook_size` for vq, the product of `fsq_levels` for fsq);
+        None for the continuous bottlenecks."""
+        if self.bottleneck == "vq":
+            return self.codebook_size
+        if self.bottleneck == "fsq":
+            return math.prod(self.fsq_levels)
+        return None
 
 
 __all__ = ["PatchVaeConfig"]

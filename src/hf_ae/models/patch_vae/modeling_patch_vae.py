@@ -4,7 +4,8 @@ pixel_values (B, C, H, W)
   -> patchify                      (B, N, C*p*p)      N = (H/p)*(W/p) patches in raster order
   -> patch embedding + positions   (B, N, hidden)
   -> ViT encoder layers + norm     (B, N, hidden)
-  -> bottleneck                    (B, N, latent_dim) one latent per patch ("none" or "kl")
+  -> bottleneck                    (B, N, latent_dim) one latent per patch ("none", "kl", "vq", "fsq";
+                                                      vq/fsq also give a code per patch: (B, N) indices)
   -> latent projection + positions (B, N, hidden)
   -> ViT decoder layers + norm     (B, N, hidden)
   -> patch head                    (B, N, C*p*p)
@@ -16,6 +17,7 @@ hand only what ViT lacks for an autoencoder, the bottleneck, the latent projecti
 This folder imports only its siblings so that it works as remote code on the Hub.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,11 +47,15 @@ class PatchVaeEncoderOutput(ModelOutput):
             Posterior mean (`bottleneck="kl"` only).
         latent_logvar (`torch.FloatTensor` of shape `(batch_size, num_patches, latent_dim)`, *optional*):
             Posterior log-variance (`bottleneck="kl"` only).
+        codes (`torch.LongTensor` of shape `(batch_size, num_patches)`, *optional*):
+            The code index of each patch in `[0, config.num_codes)` (`bottleneck="vq"` or `"fsq"`); `latents` are
+            then the quantized vectors, `decode_codes(codes)` decodes the same images.
     """
 
     latents: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
     latent_logvar: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
 
 
 @dataclass
@@ -72,7 +78,8 @@ class PatchVaeOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
-            `recon_loss + kl_weight * kl_loss`, returned when targets are available (always, for an autoencoder).
+            `recon_loss + kl_weight * kl_loss + commitment_weight * commitment_loss (+ codebook_loss)`, returned when
+            targets are available (always, for an autoencoder).
         recon_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Reconstruction loss per input value (MSE or BCE).
         kl_loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -86,6 +93,16 @@ class PatchVaeOutput(ModelOutput):
             Posterior mean (`bottleneck="kl"` only).
         latent_logvar (`torch.FloatTensor` of shape `(batch_size, num_patches, latent_dim)`, *optional*):
             Posterior log-variance (`bottleneck="kl"` only).
+        codes (`torch.LongTensor` of shape `(batch_size, num_patches)`, *optional*):
+            Code index per patch (`bottleneck="vq"` or `"fsq"`).
+        commitment_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            `bottleneck="vq"`: mean `||z - sg(e)||^2` between the encoder's vectors and their codes.
+        codebook_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            `bottleneck="vq"` with `vq_ema=False`: mean `||sg(z) - e||^2`, the loss that trains the codebook.
+        codebook_usage (`torch.FloatTensor` of shape `()`, *optional*):
+            Share of the `config.num_codes` codes that occur in this batch (`vq`, `fsq`).
+        perplexity (`torch.FloatTensor` of shape `()`, *optional*):
+            exp of the entropy of this batch's code histogram: the number of equally used codes it amounts to.
     """
 
     loss: torch.FloatTensor | None = None
@@ -95,6 +112,11 @@ class PatchVaeOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
     latent_logvar: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+    codebook_usage: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
 
 
 def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -160,12 +182,19 @@ def randn_like_with_generator(tensor: torch.Tensor, generator) -> torch.Tensor:
 
 @dataclass
 class BottleneckOutput(ModelOutput):
-    """latents (B, N, d) to decode; mean/logvar (B, N, d) for a Gaussian posterior; kl_loss () or None."""
+    """What a bottleneck hands the model: latents (B, N, d) to decode; mean/logvar (B, N, d) for a Gaussian
+    posterior and its kl_loss (); for quantizers, the codes (B, N), the commitment loss () (and, for a learned
+    codebook, the codebook loss ()), the share of codes the batch used and the perplexity of its codes ()."""
 
     latents: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
     latent_logvar: torch.FloatTensor | None = None
     kl_loss: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+    codebook_usage: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
 
 
 class PatchVaeIdentityBottleneck(nn.Module):
@@ -200,9 +229,194 @@ class PatchVaeGaussianBottleneck(nn.Module):
         return BottleneckOutput(latents=latents, latent_mean=mean, latent_logvar=logvar, kl_loss=kl_loss)
 
 
-# The seam for new bottlenecks ("vq", "fsq"): a module with the signature above, registered here and in
-# configuration_patch_vae.PATCH_VAE_BOTTLENECKS.
-PATCH_VAE_BOTTLENECK_CLASSES = {"none": PatchVaeIdentityBottleneck, "kl": PatchVaeGaussianBottleneck}
+def code_statistics(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes (...) -> (share of the `num_codes` codes that occur, perplexity exp(H) of their histogram)."""
+    counts = torch.bincount(codes.flatten(), minlength=num_codes).float()  # (K,)
+    probabilities = counts / counts.sum()
+    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum()
+    return (counts > 0).float().mean(), entropy.exp()
+
+
+def distributed_world_size() -> int:
+    """Processes in the default torch.distributed group (1 when none is initialised)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+class PatchVaeVectorQuantizer(nn.Module):
+    """`bottleneck="vq"`: nearest-codebook-vector quantization with a straight-through gradient.
+
+    Written here rather than taken from a library: diffusers' `VectorQuantizer` has no EMA updates, restarts or
+    distributed sync, and the leading VQ package is not a dependency we want in remote code. The parts:
+
+    * codebook (K, d): a buffer updated by EMA of the assigned vectors (`vq_ema=True`, with Laplace-smoothed
+      cluster sizes) or a parameter trained by the codebook loss `||sg(z) - e||^2`;
+    * commitment loss `||z - sg(e)||^2` (weighted by `commitment_weight` in the model's loss);
+    * dead-code restarts: a code whose EMA usage count falls below `vq_dead_code_threshold` takes a random vector
+      of the current batch; the codebook is also initialised from the first training batch;
+    * `vq_sync_codebook`: under torch.distributed, cluster counts and sums are all-reduced and restart vectors
+      are broadcast from rank 0, so all ranks keep the same codebook. Every rank makes the same collective calls
+      in the same order (restarts depend only on the all-reduced counts), so no rank waits for a call that
+      another rank skips: the usual cause of DDP hangs in VQ code.
+    """
+
+    def __init__(self, config: PatchVaeConfig):
+        super().__init__()
+        self.num_codes = config.codebook_size
+        self.ema = config.vq_ema
+        self.decay = config.vq_decay
+        self.epsilon = config.vq_epsilon
+        self.dead_code_threshold = config.vq_dead_code_threshold
+        self.cosine = config.vq_cosine
+        self.sync = config.vq_sync_codebook
+        self.proj = nn.Linear(config.hidden_size, config.latent_dim)
+        codebook = torch.randn(config.codebook_size, config.latent_dim)
+        if self.ema:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("embedding_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        self.register_buffer("cluster_size", torch.ones(config.codebook_size))  # EMA count per batch (K,)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _normalize(self, vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize(vectors, dim=-1) if self.cosine else vectors
+
+    def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) -> codebook vectors (B, N, d)."""
+        return F.embedding(codes, self._normalize(self.codebook))
+
+    def _synced(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.sync and distributed_world_size() > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def _broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.sync and distributed_world_size() > 1:
+            torch.distributed.broadcast(tensor, src=0)
+        return tensor
+
+    def _random_rows(self, flat: torch.Tensor, count: int, generator=None) -> torch.Tensor:
+        """`count` vectors drawn from the batch's vectors flat (M, d), with replacement when M < count."""
+        if flat.shape[0] >= count:
+            index = torch.randperm(flat.shape[0], generator=generator, device=flat.device)[:count]
+        else:
+            index = torch.randint(0, flat.shape[0], (count,), generator=generator, device=flat.device)
+        return flat[index]
+
+    @torch.no_grad()
+    def _initialize(self, flat: torch.Tensor, generator=None) -> None:
+        """The codebook starts as random vectors of the first training batch (rank 0's, broadcast)."""
+        rows = self._broadcast(self._random_rows(flat, self.num_codes, generator).contiguous())
+        self.codebook.data.copy_(rows)
+        if self.ema:
+            self.embedding_sum.copy_(rows)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, codes: torch.Tensor, generator=None) -> None:
+        """EMA statistics from the batch flat (M, d) and its codes (M,), then restarts of dead codes."""
+        one_hot = F.one_hot(codes, self.num_codes).type(flat.dtype)  # (M, K)
+        counts = self._synced(one_hot.sum(0))  # (K,)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        if self.ema:
+            sums = self._synced(one_hot.t() @ flat)  # (K, d)
+            self.embedding_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            total = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.epsilon) / (total + self.num_codes * self.epsilon) * total
+            self.codebook.copy_(self._normalize(self.embedding_sum / smoothed.unsqueeze(1)))
+        if self.dead_code_threshold > 0:
+            dead = self.cluster_size < self.dead_code_threshold  # the same on every rank when synced
+            num_dead = int(dead.sum())
+            if num_dead:
+                rows = self._broadcast(self._random_rows(flat, num_dead, generator).contiguous())
+                self.codebook.data[dead] = rows
+                if self.ema:
+                    self.embedding_sum[dead] = rows * self.dead_code_threshold
+                self.cluster_size[dead] = self.dead_code_threshold
+
+    def forward(self, hidden_states, sample_posterior: bool = False, generator=None) -> BottleneckOutput:
+        vectors = self._normalize(self.proj(hidden_states))  # (B, N, d)
+        flat = vectors.reshape(-1, vectors.shape[-1])  # (M, d), M = B*N
+        if self.training and not bool(self.initialized):
+            self._initialize(flat.detach(), generator)
+        codebook = self._normalize(self.codebook)  # (K, d)
+        # Nearest code by squared distance (for unit vectors this is the largest cosine similarity).
+        distances = flat.detach().pow(2).sum(1, keepdim=True) - 2 * flat.detach() @ codebook.detach().t() + (
+            codebook.detach().pow(2).sum(1)
+        )  # (M, K)
+        codes = distances.argmin(1)  # (M,)
+        quantized = F.embedding(codes, codebook).view_as(vectors)  # (B, N, d), the codebook before this update
+        if self.training:
+            self._update(flat.detach(), codes, generator)
+        commitment_loss = F.mse_loss(vectors, quantized.detach())
+        codebook_loss = None if self.ema else F.mse_loss(quantized, vectors.detach())
+        codes = codes.view(vectors.shape[:-1])  # (B, N)
+        usage, perplexity = code_statistics(codes, self.num_codes)
+        return BottleneckOutput(
+            latents=vectors + (quantized - vectors).detach(),  # straight-through: the decoder's gradient reaches z
+            codes=codes,
+            commitment_loss=commitment_loss,
+            codebook_loss=codebook_loss,
+            codebook_usage=usage,
+            perplexity=perplexity,
+        )
+
+
+class PatchVaeFiniteScalarQuantizer(nn.Module):
+    """`bottleneck="fsq"`: finite scalar quantization (Mentzer et al., 2023), written after the paper's reference
+    code: each latent dimension i is bounded by tanh to about `fsq_levels[i]` values and rounded with a
+    straight-through gradient. The code of a patch is its mixed-radix number over the levels. No codebook, so
+    nothing to collapse and no auxiliary loss; the latents lie in [-1, 1]."""
+
+    def __init__(self, config: PatchVaeConfig):
+        super().__init__()
+        self.proj = nn.Linear(config.hidden_size, config.latent_dim)
+        # Plain lists, not buffers: from_pretrained builds modules on the meta device, and these are config.
+        self.level_counts = list(config.fsq_levels)
+        self.num_codes = math.prod(self.level_counts)
+
+    def _constants(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """levels L (d,), the mixed-radix basis prod(L[:i]) (d,) and the half widths L // 2 (d,), all long."""
+        levels = torch.tensor(self.level_counts, dtype=torch.long, device=device)
+        basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+        return levels, basis, levels // 2
+
+    def _bound(self, vectors: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+        """(..., d) -> values in about (-L/2, L/2), offset by 1/2 for even L so that rounding gives L values."""
+        levels, _, _ = self._constants(vectors.device)
+        half_range = (levels.to(vectors.dtype) - 1) * (1 + eps) / 2
+        offset = (levels % 2 == 0).to(vectors.dtype) * 0.5
+        shift = torch.atanh(offset / half_range)
+        return torch.tanh(vectors + shift) * half_range - offset
+
+    def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) -> latents (B, N, d) in [-1, 1]."""
+        levels, basis, half_width = self._constants(codes.device)
+        level_index = (codes.unsqueeze(-1) // basis) % levels  # (B, N, d) in [0, L)
+        return ((level_index - half_width) / half_width).to(self.proj.weight.dtype)
+
+    def forward(self, hidden_states, sample_posterior: bool = False, generator=None) -> BottleneckOutput:
+        _, basis, half_width = self._constants(hidden_states.device)
+        bounded = self._bound(self.proj(hidden_states))  # (B, N, d)
+        rounded = bounded + (torch.round(bounded) - bounded).detach()  # straight-through rounding
+        latents = rounded / half_width  # (B, N, d) in [-1, 1]
+        level_index = torch.round(bounded).long() + half_width  # (B, N, d) in [0, L)
+        codes = (level_index * basis).sum(-1)  # (B, N)
+        usage, perplexity = code_statistics(codes, self.num_codes)
+        return BottleneckOutput(latents=latents, codes=codes, codebook_usage=usage, perplexity=perplexity)
+
+
+# A bottleneck is a module with the forward signature above; quantizers also have `num_codes` and
+# `codes_to_latents`. Registered here and in configuration_patch_vae.PATCH_VAE_BOTTLENECKS.
+PATCH_VAE_BOTTLENECK_CLASSES = {
+    "none": PatchVaeIdentityBottleneck,
+    "kl": PatchVaeGaussianBottleneck,
+    "vq": PatchVaeVectorQuantizer,
+    "fsq": PatchVaeFiniteScalarQuantizer,
+}
 
 
 class PatchVaeEncoder(nn.Module):
@@ -269,8 +483,9 @@ class PatchVaePreTrainedModel(PreTrainedModel):
 
 class PatchVaeModel(PatchVaePreTrainedModel):
     r"""
-    A ViT autoencoder with one latent per patch: a plain autoencoder (`bottleneck="none"`) or a VAE
-    (`bottleneck="kl"`) whose prior is N(0, I) per patch. Inputs are float images in [0, 1] of shape
+    A ViT autoencoder with one latent per patch: a plain autoencoder (`bottleneck="none"`), a VAE
+    (`bottleneck="kl"`) whose prior is N(0, I) per patch, or a quantized autoencoder (`"vq"`: a codebook;
+    `"fsq"`: finite scalar quantization) that gives each patch a code, for a patch prior to sample. Inputs are float images in [0, 1] of shape
     `(batch_size, num_channels, image_size, image_size)`; anything else is rejected with a `ValueError`.
 
     Example:
@@ -355,6 +570,7 @@ class PatchVaeModel(PatchVaePreTrainedModel):
             latents=bottleneck_output.latents,
             latent_mean=bottleneck_output.latent_mean,
             latent_logvar=bottleneck_output.latent_logvar,
+            codes=bottleneck_output.codes,
         )
         return output if return_dict else output.to_tuple()
 
@@ -373,6 +589,34 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         self.check_latents(latents)
         output = PatchVaeDecoderOutput(reconstruction=self._logits_to_images(self._decode_logits(latents)))
         return output if return_dict else output.to_tuple()
+
+    def check_codes(self, codes) -> None:
+        config = self.config
+        if config.num_codes is None:
+            raise ValueError(
+                f"codes need a quantizing bottleneck ('vq' or 'fsq'); this model has bottleneck={config.bottleneck!r}"
+            )
+        expected = f"(batch_size, {config.num_patches})"
+        if not isinstance(codes, torch.Tensor) or codes.ndim != 2 or codes.shape[1] != config.num_patches:
+            got = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise ValueError(f"codes must have shape {expected}, one code per patch in raster order, got {got}")
+        if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"codes must be an integer tensor, got dtype {codes.dtype}")
+        if codes.shape[0] == 0:
+            raise ValueError("codes is an empty batch (batch_size=0)")
+        if codes.min() < 0 or codes.max() >= config.num_codes:
+            raise ValueError(
+                f"codes must lie in [0, {config.num_codes}), got values in [{codes.min().item()}, {codes.max().item()}]"
+            )
+
+    def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) -> the quantized latents (B, N, latent_dim) that the decoder takes."""
+        self.check_codes(codes)
+        return self.bottleneck.codes_to_latents(codes.long())
+
+    def decode_codes(self, codes: torch.Tensor, return_dict: bool = True):
+        """codes (B, N) in [0, config.num_codes) -> reconstruction (B, C, H, W) (`vq` and `fsq` bottlenecks)."""
+        return self.decode(self.codes_to_latents(codes), return_dict=return_dict)
 
     def forward(
         self,
@@ -419,6 +663,10 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         kl_loss = encoded.kl_loss if encoded.kl_loss is not None else recon_loss.new_zeros(())
         weight = self.config.kl_weight if kl_weight is None else kl_weight
         loss = recon_loss + weight * kl_loss
+        if encoded.commitment_loss is not None:
+            loss = loss + self.config.commitment_weight * encoded.commitment_loss
+        if encoded.codebook_loss is not None:
+            loss = loss + encoded.codebook_loss
 
         output = PatchVaeOutput(
             loss=loss,
@@ -428,6 +676,11 @@ class PatchVaeModel(PatchVaePreTrainedModel):
             reconstruction=reconstruction,
             latent_mean=encoded.latent_mean,
             latent_logvar=encoded.latent_logvar,
+            codes=encoded.codes,
+            commitment_loss=encoded.commitment_loss,
+            codebook_loss=encoded.codebook_loss,
+            codebook_usage=encoded.codebook_usage,
+            perplexity=encoded.perplexity,
         )
         return output if return_dict else output.to_tuple()
 
@@ -446,9 +699,13 @@ class PatchVaeModel(PatchVaePreTrainedModel):
     ) -> torch.Tensor:
         """Decode `num_samples` draws from the prior N(0, temperature^2 I) -> images (num_samples, C, H, W)."""
         if not self.can_sample_prior:
+            hint = ""
+            if self.config.num_codes is not None:
+                hint = (" ; its codes are sampled by a patch prior: scripts/train.py --model patch_prior "
+                        "--autoencoder THIS_MODEL_DIR, then sample the prior")
             raise ValueError(
                 f"prior sampling needs bottleneck='kl' (a prior to sample); this model has "
-                f"bottleneck={self.config.bottleneck!r}"
+                f"bottleneck={self.config.bottleneck!r}{hint}"
             )
         if latents is None:
             if num_samples < 1:
