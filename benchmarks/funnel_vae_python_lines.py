@@ -22,6 +22,7 @@ reported 89% token accuracy and ~65% valid interpolation points.
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,14 +45,16 @@ MODEL_OVERRIDES = ("hidden_size=128,intermediate_size=256,num_attention_heads=4,
                    "regulariser=mmd,reg_weight=1.0,reg_warmup_steps={warmup}")
 
 
-def train_model(dataset, output_dir, max_steps, extra_overrides="", learning_rate=2e-3, batch_size=64, cpu=False):
-    overrides = MODEL_OVERRIDES.format(warmup=max(1, max_steps // 2)) + extra_overrides
+def train_model(dataset, output_dir, max_steps, extra_overrides="", learning_rate=2e-3, batch_size=64, cpu=False,
+                train_args=()):
+    # Later items win, both in the overrides (a dict built left to right) and in argv (argparse keeps the last).
+    overrides = MODEL_OVERRIDES.format(warmup=max(1, max_steps // 2)) + (f",{extra_overrides}" if extra_overrides else "")
     argv = [
         "--model", "funnel_vae", "--dataset", dataset, "--output_dir", str(output_dir), "--overwrite_output_dir",
         "--max_steps", str(max_steps), "--per_device_train_batch_size", str(batch_size),
         "--learning_rate", str(learning_rate), "--warmup_steps", "200", "--lr_scheduler_type", "cosine",
         "--config_overrides", overrides, "--logging_steps", "100",
-    ] + (["--cpu"] if cpu else [])
+    ] + (["--cpu"] if cpu else []) + list(train_args)
     return train(*parse_args(argv))
 
 
@@ -77,14 +80,21 @@ def main(argv=None):
     parser.add_argument("--probe_test_samples", type=int, default=2000)
     parser.add_argument("--skip_digits_text", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="Train on the CPU even where a GPU is available.")
-    parser.add_argument("--tag", default=None, help="Name of the results file (default: cpu or the GPU's name).")
+    parser.add_argument("--tag", default=None, help="Name of the results file (default: cpu or gpu).")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--extra_overrides", default="",
+                        help="Config overrides applied after the benchmark's model (e.g. 'hidden_size=256,latent_noise_std=0.5').")
+    parser.add_argument("--train_args", default="",
+                        help="More scripts/train.py arguments for the python-lines model, e.g. '--tokenizer bpe --vocab_size 1024'.")
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
     device_name = "cpu" if args.cpu or not torch.cuda.is_available() else torch.cuda.get_device_name()
 
     # 1. Train on python-lines (the budget is a step count, the wall time is reported).
     started = time.perf_counter()
-    results = train_model("python-lines", output_dir / "python-lines", args.max_steps, cpu=args.cpu)
+    results = train_model("python-lines", output_dir / "python-lines", args.max_steps, args.extra_overrides,
+                          args.learning_rate, args.batch_size, args.cpu, shlex.split(args.train_args))
     train_minutes = results["train_runtime_seconds"] / 60
     model = FunnelVaeModel.from_pretrained(output_dir / "python-lines").eval()
     tokenizer = AutoTokenizer.from_pretrained(output_dir / "python-lines")
@@ -95,6 +105,10 @@ def main(argv=None):
 
     # 2. Reconstruction on the whole held-out split.
     figures = {
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "extra_overrides": args.extra_overrides,
+        "train_args": args.train_args,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_steps": results["global_step"],
         "train_minutes": train_minutes,
@@ -125,7 +139,8 @@ def main(argv=None):
 
     # 5. A model trained on digits-text, probed on digit labels.
     if not args.skip_digits_text:
-        digits_results = train_model("digits-text", output_dir / "digits-text", args.digits_text_steps, cpu=args.cpu)
+        digits_results = train_model("digits-text", output_dir / "digits-text", args.digits_text_steps,
+                                     args.extra_overrides, cpu=args.cpu)
         figures.update({"digits_text_token_accuracy": digits_results["eval_token_accuracy"],
                         "probe_digits_text": digits_results["eval_probe_accuracy"],
                         "probe_digits_text_mean_pooled": digits_results["eval_probe_accuracy_mean_pooled"],
