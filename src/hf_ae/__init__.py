@@ -7,6 +7,8 @@ from .models import (
     MODEL_CLASSES,
     FunnelVaeConfig,
     FunnelVaeModel,
+    PatchPriorConfig,
+    PatchPriorModel,
     PatchVaeConfig,
     PatchVaeModel,
     UNetAeConfig,
@@ -29,6 +31,8 @@ for _task, _pipeline_class in AUTOENCODER_PIPELINE_CLASSES.items():
 __all__ = [
     "FunnelVaeConfig",
     "FunnelVaeModel",
+    "PatchPriorConfig",
+    "PatchPriorModel",
     "PatchVaeConfig",
     "PatchVaeModel",
     "UNetAeConfig",

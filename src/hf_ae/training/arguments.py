@@ -36,6 +36,17 @@ class ModelArguments:
                   "training split; needs --vocab_size). Ignored with --model_name_or_path (its tokenizer is used)."},
     )
     vocab_size: int | None = field(default=None, metadata={"help": "Size of the BPE vocabulary (--tokenizer bpe)."})
+    autoencoder: str | None = field(
+        default=None,
+        metadata={"help": "--model patch_prior: the PatchVae (bottleneck vq or fsq; a Hub repo id or a folder) whose "
+                  "codes the prior learns and that decodes its samples. The data's images are encoded once with it. "
+                  "With --push_to_hub it must be a Hub repo id."},
+    )
+    class_conditional: bool = field(
+        default=False,
+        metadata={"help": "--model patch_prior: condition on the data set's class labels (num_classes is taken from "
+                  "the data); without it the prior is unconditional (unless --config_overrides sets num_classes)."},
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ failure half-way (a full disk, a template error) leaves whatever the folder held
 """
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -18,8 +19,8 @@ import torch
 
 from ..evaluation.probe import encode_dataset, probe_results_filename, run_probe
 from ..hub import EvalResult, render_model_card
-from ..models.patch_vae.pipeline_autoencoder import TEXT_VALIDATORS, reconstruct
-from ..visualization import save_grid, save_reconstruction_grid
+from ..models.patch_vae.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif, reconstruct
+from ..visualization import display_scale, make_grid, save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
 # The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
@@ -91,6 +92,45 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     return images
 
 
+# Columns of the filling-in strip of a prior: every frame when there are few patches, else this many spaced evenly.
+MAX_FILLING_FRAMES_SHOWN = 17
+# Rows (classes) of a conditional prior's sample grid.
+MAX_CLASSES_SHOWN = 16
+
+
+@torch.no_grad()
+def save_prior_images(model, folder: Path, num_images: int = 16, seed: int = 0) -> dict[str, str]:
+    """A patch prior's samples (a conditional prior: one row of 8 per class, for up to 16 classes) and its images
+    filling in patch by patch, as a PNG strip and an animated GIF -> {title: file}."""
+    model.eval()
+    num_classes = model.config.num_classes
+    images = {}
+    if num_classes > 0:
+        per_class, shown_classes = 8, min(num_classes, MAX_CLASSES_SHOWN)
+        labels = torch.arange(shown_classes).repeat_interleave(per_class)  # (classes * 8,) 0,0,...,1,1,...
+        samples = model.sample(len(labels), class_labels=labels, generator=torch.Generator().manual_seed(seed)).samples
+        save_grid(samples, folder / "samples.png", nrow=per_class)
+        images[f"Samples from the prior, one row per class (0 to {shown_classes - 1})"] = "samples.png"
+    else:
+        samples = model.sample(num_images, generator=torch.Generator().manual_seed(seed)).samples
+        save_grid(samples, folder / "samples.png", nrow=8)
+        images["Samples from the prior"] = "samples.png"
+
+    # 4 images (a conditional prior: classes 0, 1, 2, 3) filling in; frames (N + 1, 4, C, H, W)
+    frames = model.sample(4, generator=torch.Generator().manual_seed(seed + 1), return_intermediates=True).intermediates
+    num_patches = frames.shape[0] - 1
+    shown = torch.linspace(0, num_patches, min(num_patches + 1, MAX_FILLING_FRAMES_SHOWN)).round().long().unique()
+    rows = [frames[shown, index] for index in range(frames.shape[1])]
+    save_grid(torch.cat(rows), folder / "filling_in.png", nrow=len(shown))
+    images[f"Generation patch by patch: after 0 to {num_patches} of {num_patches} codes (grey: not yet sampled), "
+           "one image per row"] = "filling_in.png"
+    scale = display_scale(frames.shape[-1])
+    gif_frames = [make_grid(frame, nrow=frame.shape[0], scale=scale) for frame in frames]
+    (folder / "filling_in.gif").write_bytes(frames_to_gif(gif_frames, duration_ms=max(40, 4000 // len(gif_frames))))
+    images["The same, animated"] = "filling_in.gif"
+    return images
+
+
 # data set -> the name of the validator in TEXT_VALIDATORS that checks its interpolations
 TEXT_VALIDATORS_BY_DATASET = {"python-lines": "python"}
 
@@ -128,6 +168,8 @@ def render_card(model, metrics: dict, context: dict):
     template = MODEL_CARDS_DIR / f"{config.model_type}.md"
     dataset = context["dataset"]
     task_type = "text-reconstruction" if getattr(config, "modality", "image") == "text" else "image-reconstruction"
+    if config.model_type == "patch_prior":  # its metrics are likelihoods of held-out codes, not reconstructions
+        task_type = "unconditional-image-generation"
     eval_results = [
         EvalResult(
             task_type=task_type,
@@ -173,7 +215,8 @@ def save_trained_model(
     model.eval()
     output_dir = Path(output_dir)
     eval_dataset = datasets["test"]
-    probe = maybe_run_probe(model, datasets, tokenizer) if train_args.probe else None
+    is_prior = model.config.model_type == "patch_prior"  # generates through its autoencoder; it encodes nothing
+    probe = maybe_run_probe(model, datasets, tokenizer) if train_args.probe and not is_prior else None
     if probe is not None:
         metrics = {
             **metrics,
@@ -190,6 +233,8 @@ def save_trained_model(
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
             text_samples = save_text_samples(model, tokenizer, eval_dataset, staging, data_args.dataset, seed=train_args.seed)
+        elif is_prior:
+            images = save_prior_images(model, staging, train_args.num_sample_images, train_args.seed)
         else:
             images = save_sample_images(model, eval_dataset, staging, train_args.num_sample_images, train_args.seed)
         context = {
@@ -207,6 +252,9 @@ def save_trained_model(
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
                                        "train_samples", "eval_samples")},
         }
+        if is_prior:  # what the card says about the autoencoder, and the bits a uniform guess of the codes needs
+            context["autoencoder_config"] = model.autoencoder.config
+            context["uniform_bits_per_image"] = model.config.num_patches * math.log2(model.config.num_codes)
         render_card(model, metrics, context).save(staging / "README.md")
         (staging / "all_results.json").write_text(json.dumps(results, indent=2))
         if probe is not None:

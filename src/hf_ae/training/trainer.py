@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, DataCollatorWithPadding, get_scheduler
 
 from ..data import dataset_modality, load_dataset_for_training
+from ..evaluation.likelihood import evaluate_code_likelihood
 from ..evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
 from ..hub import push_to_hub
 from ..models import MODEL_CLASSES
@@ -24,6 +25,14 @@ from .arguments import DataArguments, ModelArguments, TrainArguments, parse_conf
 from .artifacts import save_trained_model
 from .batching import LengthGroupedBatchSampler, tokenize_texts
 from .checkpoints import TRAINING_STATE_NAME, find_checkpoint, prune_checkpoints, validate_checkpoint
+from .prior import (
+    check_class_labels,
+    code_datasets,
+    load_prior_autoencoder,
+    prior_autoencoder_name,
+    prior_batch_inputs,
+    prior_data_shape,
+)
 from .tokenization import build_tokenizer
 
 
@@ -100,6 +109,8 @@ def add_input_noise(clean: torch.Tensor, train_args: TrainArguments, generator: 
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, evaluate and save a model; return the final metrics (also written to all_results.json)."""
     output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
+    # A patch prior's autoencoder (None for other models), checked before anything is loaded or trained.
+    autoencoder_name = prior_autoencoder_name(model_args, train_args)
 
     # 1. Find and check the checkpoint to resume from before anything is created or written.
     resume_path = None
@@ -144,6 +155,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         raise ValueError(f"--model {model_args.model} trains on images; {data_args.dataset!r} holds text")
     if modality == "text" and train_args.input_noise_std > 0:
         raise ValueError("--input_noise_std adds Gaussian noise to images; it does not apply to text data")
+    if autoencoder_name is not None and (modality != "image" or train_args.input_noise_std > 0):
+        raise ValueError("--model patch_prior learns the codes of clean images: it needs image data and no --input_noise_std")
 
     tokenizer = None
     if modality == "image":
@@ -164,9 +177,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             "eos_token_id": tokenizer.eos_token_id,
         }
 
+    autoencoder = None
+    if autoencoder_name is not None:  # a prior learns the autoencoder's codes of the images, encoded once here
+        with accelerator.main_process_first():  # the first process downloads a Hub autoencoder
+            autoencoder = load_prior_autoencoder(autoencoder_name, data_shape, accelerator.device)
+        data_shape = prior_data_shape(model_args, autoencoder, autoencoder_name, datasets, data_args.dataset)
+        train_set, eval_set = code_datasets(autoencoder, datasets, train_args.per_device_eval_batch_size)
+        modality = "codes"
+
     # 3. Model, optimiser, schedule.
     model = build_model(model_args, data_shape)
-    if modality == "image":
+    if autoencoder is not None:
+        model.set_autoencoder(autoencoder)  # decodes the samples saved with the model; not part of its weights
+        check_class_labels(model, train_set, eval_set, data_args.dataset)
+    if modality in ("image", "codes"):
         train_loader = DataLoader(
             train_set,
             batch_size=train_args.per_device_train_batch_size,
@@ -242,7 +266,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         + (f", resuming at step {global_step}" if global_step else "")
     )
 
-    evaluate = evaluate_image_reconstruction if modality == "image" else evaluate_text_reconstruction
+    evaluate = {"image": evaluate_image_reconstruction, "codes": evaluate_code_likelihood}.get(
+        modality, evaluate_text_reconstruction
+    )
 
     # 5. The loop.
     log_history: list[dict] = []
@@ -268,6 +294,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     inputs = {"pixel_values": clean}
                     if train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
                         inputs = {"pixel_values": add_input_noise(clean, train_args, generator), "labels": clean}
+                elif modality == "codes":  # (B, N) codes of the autoencoder, and the class labels of a conditional prior
+                    inputs = prior_batch_inputs(batch, conditional=unwrapped.config.num_classes > 0)
                 else:  # (B, T) token ids padded to the batch's longest text, and their mask
                     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
