@@ -1,6 +1,7 @@
 """scripts/train.py end to end: outputs, resume, checkpoints, config files, two real processes."""
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from subprocess_env import REPO_ROOT, isolated_env
 
 from hf_ae.training import parse_args, train
+from hf_ae.training.artifacts import reproduce_command
 
 TRAIN_SCRIPT = str(REPO_ROOT / "scripts" / "train.py")
 TINY_OVERRIDES = "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32"
@@ -226,3 +228,15 @@ def test_input_noise_trains_a_denoiser_on_clean_targets(tmp_path, monkeypatch):
     seen.clear()
     run_train(tiny_args(tmp_path / "clean", "--max_steps", "1"))
     assert seen[0][1] is None  # no noise: the input is its own target
+
+
+def test_reproduce_command_parses_back_to_the_same_arguments():
+    """Runs started from Python (benchmarks) write this command into the card's "Reproduce with"."""
+    argv = ["--model", "patch_vae", "--dataset", "digits", "--max_steps", "7", "--config_overrides",
+            "bottleneck=vq,fsq_levels=[4, 4]", "--probe", "False", "--lr_scheduler_type", "cosine",
+            "--output_dir", "somewhere", "--input_noise_std", "0.1"]
+    command = reproduce_command(*parse_args(argv))
+    assert command.startswith("python scripts/train.py --model patch_vae --dataset digits")
+    assert "somewhere" not in command  # where a run writes does not change what it trains
+    reparsed = parse_args(shlex.split(command)[2:] + ["--output_dir", "somewhere"])
+    assert [vars(group) for group in reparsed] == [vars(group) for group in parse_args(argv)]

@@ -5,6 +5,7 @@ Everything is written into a temporary folder first and moved into place file by
 failure half-way (a full disk, a template error) leaves whatever the folder held before untouched.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -205,6 +206,26 @@ def maybe_run_probe(model, datasets, tokenizer=None) -> dict | None:
     return run_probe(model, datasets, tokenizer)
 
 
+# Arguments that do not change what is trained (where it is written, credentials).
+NOT_REPRODUCED = frozenset({"output_dir", "overwrite_output_dir", "hub_token", "push_to_hub", "hub_model_id",
+                            "hub_private_repo", "resume_from_checkpoint"})
+
+
+def reproduce_command(*argument_groups) -> str:
+    """`python scripts/train.py ...` with every argument that differs from its default, for runs started from Python
+    (a benchmark calling `train`) rather than from the command line, whose sys.argv is not train.py's."""
+    words = ["python", "scripts/train.py"]
+    for arguments in argument_groups:
+        for field in dataclasses.fields(arguments):
+            value = getattr(arguments, field.name)
+            default = field.default if field.default is not dataclasses.MISSING else None
+            if field.name in NOT_REPRODUCED or (value == default and field.name not in ("model", "dataset")):
+                continue
+            value = getattr(value, "value", value)  # enums (the scheduler type) by their value
+            words += [f"--{field.name}", shlex.quote(str(value))]
+    return " ".join(words)
+
+
 def save_trained_model(
     model, output_dir: Path, *, datasets, metrics, model_args, data_args, train_args, results, log_history,
     tokenizer=None,
@@ -245,7 +266,7 @@ def save_trained_model(
             "train_args": train_args,
             "train_command": "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             if sys.argv[0].endswith("train.py")
-            else f"python scripts/train.py --model {model_args.model} --dataset {data_args.dataset}",
+            else reproduce_command(model_args, data_args, train_args),
             "images": images,
             "text_samples": text_samples,
             "device": results.get("device", str(model.device)),
