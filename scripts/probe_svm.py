@@ -10,8 +10,8 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoTokenizer
 
-from hf_ae.data import load_dataset_for_training
 from hf_ae.evaluation.probe import format_probe_table, probe_results_filename, run_probe
+from hf_ae.evaluation.suite import load_evaluation_data
 
 
 def main(argv=None):
@@ -28,12 +28,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
-    image_size = args.image_size
-    if image_size is None and args.dataset in ("digits", "photos") and hasattr(model.config, "image_size"):
-        image_size = model.config.image_size
-    datasets = load_dataset_for_training(
+    datasets = load_evaluation_data(  # images at the model's size for the embedded image sets
+        model,
         args.dataset,
-        image_size=image_size,
+        image_size=args.image_size,
         label_column=args.label_column,
         image_column=args.image_column,
         max_train_samples=args.max_train_samples,

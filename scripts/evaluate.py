@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Evaluate any hf_ae model the same way: figures in eval_results.json, PNGs next to it.
+
+    python scripts/evaluate.py --model outputs/demo/patch-vae-digits --dataset digits --tasks reconstruction,probe
+
+Tasks: reconstruction, probe (see hf_ae.evaluation.suite). A task the model or data set cannot run, or an unknown
+task name, is reported and the other tasks still run; the exit status is 1 when any task was not run.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+# This file is named evaluate.py, and Python puts its folder first on sys.path: without this, `import evaluate`
+# (the Hugging Face library, used by hf_ae's metrics) would import this script instead.
+sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+from hf_ae.evaluation.suite import TASKS, evaluate_model, format_results, load_evaluation_data  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="A saved hf_ae model folder or Hub id.")
+    parser.add_argument("--dataset", required=True, help="A data set that hf_ae.data loads (name or path).")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated, from {list(TASKS)}.")
+    parser.add_argument("--output_dir", default=None, help="Where results go (default: <model>/eval_<dataset>).")
+    parser.add_argument("--image_size", type=int, default=None)
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--text_column", default=None)
+    parser.add_argument("--label_column", default=None)
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_eval_samples", type=int, default=None)
+    args = parser.parse_args(argv)
+    tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    if not tasks:
+        parser.error(f"--tasks is empty; choose from {list(TASKS)}")
+
+    model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
+    tokenizer = None
+    if getattr(model.config, "modality", "image") == "text":
+        tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+    datasets = load_evaluation_data(
+        model, args.dataset, image_size=args.image_size, label_column=args.label_column,
+        image_column=args.image_column, text_column=args.text_column,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+    )
+    if args.output_dir:
+        output_dir = Path(args.output_dir)
+    elif Path(args.model).is_dir():
+        output_dir = Path(args.model) / ("eval_" + Path(args.dataset).name)
+    else:
+        output_dir = Path("eval_" + args.model.replace("/", "_") + "_" + Path(args.dataset).name)
+    results = evaluate_model(model, datasets, tasks, output_dir, tokenizer, model_name=args.model,
+                             dataset_name=args.dataset)
+    print(format_results(results))
+    print(f"\nwrote {output_dir / 'eval_results.json'}")
+    return 1 if any("error" in figures for figures in results["tasks"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Image reconstruction error: mean squared error per pixel value and PSNR, for images with values in [0, 1]."""
+
+import math
+
+import datasets
+import evaluate
+import numpy as np
+
+_DESCRIPTION = """
+Mean squared error over every value of every image (`mse`), the mean of the per-image MSEs (`mse_per_image_mean`;
+equal to `mse` when all images have the same size), and the peak signal-to-noise ratio of the whole set,
+`psnr = 10 * log10(data_range**2 / mse)` in dB (`data_range` 1 for images in [0, 1]).
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: reconstructed images, each flattened to a list of floats.
+    references: the original images, flattened the same way (each the same length as its prediction).
+    data_range: the images' value range (1.0 for [0, 1]).
+Returns:
+    mse, mse_per_image_mean, psnr (dB; inf for a perfect reconstruction).
+Example:
+    >>> metric = evaluate.load("src/hf_ae/evaluation/metrics/image_reconstruction")
+    >>> metric.compute(predictions=[[0.0, 0.5]], references=[[0.0, 0.0]])
+    {'mse': 0.125, 'mse_per_image_mean': 0.125, 'psnr': 9.030899869919436}
+"""
+
+
+class ImageReconstruction(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float32")),
+                    "references": datasets.Sequence(datasets.Value("float32")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references, data_range: float = 1.0):
+        if len(predictions) == 0:
+            raise ValueError("image_reconstruction needs at least one image, got none")
+        squared_sum = 0.0
+        num_values = 0
+        per_image = []
+        for index, (prediction, reference) in enumerate(zip(predictions, references)):
+            prediction, reference = np.asarray(prediction, np.float64), np.asarray(reference, np.float64)
+            if prediction.shape != reference.shape:
+                raise ValueError(
+                    f"image {index}: the prediction has {prediction.size} values and the reference {reference.size}"
+                )
+            error = (prediction - reference) ** 2
+            squared_sum += error.sum()
+            num_values += error.size
+            per_image.append(error.mean())
+        mse = squared_sum / num_values
+        psnr = 10 * math.log10(data_range**2 / mse) if mse > 0 else float("inf")
+        return {"mse": float(mse), "mse_per_image_mean": float(np.mean(per_image)), "psnr": float(psnr)}

@@ -1,0 +1,226 @@
+"""One evaluation for every hf_ae model: `scripts/evaluate.py --model DIR_OR_REPO --dataset NAME --tasks ...`.
+
+Each task works through the common API (`encode`, `decode`, and for text models `forward`'s logits) on any data set
+that `hf_ae.data` loads, and writes its figures into one results dict (`eval_results.json`) and its PNGs next to it:
+
+* `reconstruction`: images: MSE per pixel value and PSNR (metric module `image_reconstruction`) and a grid of
+  inputs over reconstructions; text: token accuracy and exact-sequence rate of teacher-forced argmax decoding
+  (metric module `text_reconstruction`; with teacher forcing, an exact sequence is also what greedy decoding
+  reproduces).
+* `probe`: the SVM latent probe of `scripts/probe_svm.py` (`run_probe`: C and gamma by cross-validation on the
+  training split, scored on the test split; latents concatenated and mean-pooled, raw inputs, chance), plus a
+  5-fold cross-validation over train and test together (a nested grid search in every fold) giving mean ± std, and
+  a 2-D PCA projection of the test latents coloured by label.
+
+A task that cannot run on this model or data set (no decoder, no labels) or that does not exist is reported with
+a message saying what is possible, and the other tasks still run.
+"""
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from ..data import load_dataset_for_training
+from ..models.patch_vae.pipeline_autoencoder import reconstruct
+from ..visualization import save_reconstruction_grid
+from .metrics import load_metric
+from .probe import SVM_GRID, encode_dataset, is_text_dataset, raw_features, run_probe
+
+TASKS = ("reconstruction", "probe")
+# Images shown in the reconstruction grid.
+GRID_IMAGES = 16
+
+
+class TaskNotApplicable(ValueError):
+    """A task that this model or data set cannot run; its message says why and what would work."""
+
+
+def is_text_model(model) -> bool:
+    return getattr(model.config, "modality", "image") == "text"
+
+
+def check_autoencoder(model, task: str) -> None:
+    missing = [name for name in ("encode", "decode") if not callable(getattr(model, name, None))]
+    if missing:
+        raise TaskNotApplicable(
+            f"{task} needs a model that encodes and decodes; {type(model).__name__} "
+            f"({model.config.model_type}) has no {' or '.join(missing)} (a patch prior generates: evaluate its "
+            "samples, or evaluate its autoencoder)"
+        )
+
+
+@torch.no_grad()
+def reconstruction_task(model, datasets, tokenizer, output_dir: Path, batch_size: int = 256) -> dict:
+    check_autoencoder(model, "reconstruction")
+    test = datasets["test"]
+    model.eval()
+    if is_text_dataset(test):
+        if tokenizer is None:
+            raise TaskNotApplicable("reconstruction of text needs the model's tokenizer (saved with text models)")
+        predictions, references = [], []
+        texts = list(test["text"])
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt").to(model.device)
+            logits = model(**batch, sample_posterior=False).logits  # (B, T, vocab)
+            predicted = logits.argmax(-1)
+            for row in range(predicted.shape[0]):
+                length = int(batch["attention_mask"][row].sum())  # the text's tokens, end-of-sequence included
+                predictions.append(predicted[row, :length].tolist())
+                references.append(batch["input_ids"][row, :length].tolist())
+        results = load_metric("text_reconstruction").compute(predictions=predictions, references=references)
+        return {**results, "metric_module": "text_reconstruction", "test_samples": len(texts)}
+    if "pixel_values" not in test.column_names:
+        raise TaskNotApplicable(f"reconstruction needs images or texts; the test split has {test.column_names}")
+    pixels = test.with_format("torch", columns=["pixel_values"])
+    predictions, references, shown = [], [], None
+    for start in range(0, len(pixels), batch_size):
+        inputs = pixels[start : start + batch_size]["pixel_values"].to(model.device, model.dtype)  # (B, C, H, W)
+        outputs = reconstruct(model, {"pixel_values": inputs}).float().cpu()
+        if shown is None:
+            shown = (inputs[:GRID_IMAGES].float().cpu(), outputs[:GRID_IMAGES])
+        predictions += outputs.flatten(1).tolist()
+        references += inputs.float().cpu().flatten(1).tolist()
+    results = load_metric("image_reconstruction").compute(predictions=predictions, references=references)
+    save_reconstruction_grid(*shown, output_dir / "reconstruction.png")
+    return {**results, "metric_module": "image_reconstruction", "test_samples": len(pixels),
+            "figure": "reconstruction.png"}
+
+
+def cross_validated_svm(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> dict:
+    """k-fold accuracy of the standardised RBF SVC, C and gamma chosen by a 3-fold grid search inside each fold."""
+    smallest_class = min(Counter(labels.tolist()).values())
+    folds = min(folds, smallest_class)
+    if folds < 2:
+        raise TaskNotApplicable(f"cross-validation needs at least 2 examples of every class, the rarest has {smallest_class}")
+    inner = StratifiedKFold(n_splits=min(3, folds), shuffle=True, random_state=0)
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=inner, n_jobs=1)
+    scores = cross_val_score(search, features, labels, cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))
+    return {"mean": float(scores.mean()), "std": float(scores.std()), "folds": folds, "scores": scores.tolist()}
+
+
+def save_latent_projection(latents: np.ndarray, labels: np.ndarray, path: Path, title: str) -> dict:
+    """(N, features) -> a 2-D PCA scatter coloured by label; returns the explained variance of the two axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pca = PCA(n_components=2, random_state=0)
+    points = pca.fit_transform(latents)  # (N, 2)
+    figure, axis = plt.subplots(figsize=(5, 5))
+    classes = sorted(set(labels.tolist()))
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for index, label in enumerate(classes):
+        chosen = labels == label
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=6, color=colours(index % colours.N), label=str(label))
+    axis.set_xlabel(f"PC 1 ({100 * pca.explained_variance_ratio_[0]:.0f}% of variance)")
+    axis.set_ylabel(f"PC 2 ({100 * pca.explained_variance_ratio_[1]:.0f}% of variance)")
+    axis.set_title(title)
+    if len(classes) <= 20:
+        axis.legend(markerscale=3, fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return {"explained_variance": pca.explained_variance_ratio_.tolist()}
+
+
+def probe_task(model, datasets, tokenizer, output_dir: Path, folds: int = 5) -> dict:
+    check_autoencoder(model, "probe")
+    for split in ("train", "test"):
+        if "label" not in datasets[split].column_names:
+            raise TaskNotApplicable(
+                f"probe needs class labels; the {split} split has no 'label' column (columns: "
+                f"{datasets[split].column_names}): choose a labelled data set or pass --label_column"
+            )
+    results = run_probe(model, datasets, tokenizer)
+    labels = np.concatenate([np.asarray(datasets[s]["label"]) for s in ("train", "test")])
+    latents = np.concatenate([encode_dataset(model, datasets[s], tokenizer) for s in ("train", "test")])  # (N, T, d)
+    raw = np.concatenate([raw_features(datasets[s], tokenizer) for s in ("train", "test")])
+    results["cross_validation"] = {
+        "latents_concatenated": cross_validated_svm(latents.reshape(len(labels), -1), labels, folds),
+        "latents_mean_pooled": cross_validated_svm(latents.mean(1), labels, folds),
+        "raw_inputs": cross_validated_svm(raw, labels, folds),
+    }
+    test_count = len(datasets["test"])
+    projection = save_latent_projection(latents[-test_count:].reshape(test_count, -1), labels[-test_count:],
+                                        output_dir / "latent_projection.png", "test latents, PCA, by label")
+    return {**results, "projection": projection, "figure": "latent_projection.png"}
+
+
+TASK_FUNCTIONS = {"reconstruction": reconstruction_task, "probe": probe_task}
+
+
+def load_evaluation_data(model, dataset: str, *, image_size=None, label_column=None, image_column=None,
+                         text_column=None, max_train_samples=None, max_eval_samples=None):
+    """The data set's train/test splits, images at the model's size for the embedded image sets (how the model was
+    trained; say `image_size` to choose another)."""
+    if image_size is None and dataset in ("digits", "photos") and hasattr(model.config, "image_size"):
+        image_size = model.config.image_size
+    return load_dataset_for_training(
+        dataset, image_size=image_size, label_column=label_column, image_column=image_column,
+        text_column=text_column, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+    )
+
+
+def evaluate_model(model, datasets, tasks, output_dir, tokenizer=None, model_name: str = "", dataset_name: str = "") -> dict:
+    """Run `tasks` (names from TASKS) on `model` with `datasets` ({"train", "test"}); write `eval_results.json` and the
+    figures to `output_dir`; return the results. A task that fails with a clear reason (unknown name, no decoder,
+    no labels) is recorded as {"error": message} and the others still run."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    results = {"model": model_name, "model_type": model.config.model_type, "dataset": dataset_name,
+               "train_samples": len(datasets["train"]), "test_samples": len(datasets["test"]), "tasks": {}}
+    for task in tasks:
+        if task not in TASK_FUNCTIONS:
+            results["tasks"][task] = {"error": f"unknown task {task!r}; the tasks are {list(TASKS)}"}
+            continue
+        try:
+            results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir)
+        except TaskNotApplicable as error:
+            results["tasks"][task] = {"error": str(error)}
+    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    return results
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def format_results(results: dict) -> str:
+    """A markdown summary of `evaluate_model`'s results."""
+    lines = [f"Evaluation of {results['model']} ({results['model_type']}) on {results['dataset']} "
+             f"({results['train_samples']} train / {results['test_samples']} test)", ""]
+    for task, figures in results["tasks"].items():
+        if "error" in figures:
+            lines.append(f"- {task}: not run: {figures['error']}")
+        elif task == "reconstruction" and "mse" in figures:
+            lines.append(f"- reconstruction: MSE/pixel {figures['mse']:.5f}, PSNR {figures['psnr']:.2f} dB")
+        elif task == "reconstruction":
+            lines.append(f"- reconstruction: token accuracy {100 * figures['token_accuracy']:.2f}%, exact sequences "
+                         f"{100 * figures['exact_match']:.2f}%")
+        elif task == "probe":
+            cv = figures["cross_validation"]
+            lines.append(
+                f"- probe (SVM, test split): latents {100 * figures['latents_concatenated']:.2f}%, mean-pooled "
+                f"{100 * figures['latents_mean_pooled']:.2f}%, raw inputs {100 * figures['raw_inputs']:.2f}%, chance "
+                f"{100 * figures['chance']:.2f}%; {cv['latents_concatenated']['folds']}-fold CV: latents "
+                + ", raw inputs ".join(
+                    f"{100 * cv[key]['mean']:.2f} ± {100 * cv[key]['std']:.2f}%" for key in ("latents_concatenated", "raw_inputs")
+                )
+            )
+    return "\n".join(lines)
+
+
+__all__ = ["TASKS", "TaskNotApplicable", "evaluate_model", "format_results", "load_evaluation_data"]

@@ -1,0 +1,141 @@
+"""The evaluation suite (scripts/evaluate.py, hf_ae.evaluation.suite) and its metric modules."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets as hf_datasets
+import pytest
+import torch
+from PIL import Image
+from subprocess_env import REPO_ROOT, isolated_env
+from torch.utils.data import DataLoader
+from transformers import ByT5Tokenizer, DataCollatorWithPadding
+
+from hf_ae import (
+    FunnelVaeConfig,
+    FunnelVaeModel,
+    PatchPriorConfig,
+    PatchPriorModel,
+    PatchVaeConfig,
+    PatchVaeModel,
+)
+from hf_ae.data import load_dataset_for_training
+from hf_ae.evaluation.metrics import AVAILABLE_METRICS, load_metric
+from hf_ae.evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
+from hf_ae.evaluation.suite import evaluate_model, format_results
+
+torch.set_num_threads(1)
+EVALUATE_SCRIPT = str(REPO_ROOT / "scripts" / "evaluate.py")
+
+
+# ------------------------------------------------------------------------------------------ metric modules
+def test_metrics_ship_with_the_package_and_load_offline():
+    assert {"image_reconstruction", "text_reconstruction"} <= set(AVAILABLE_METRICS)
+    with pytest.raises(ValueError, match="unknown metric 'accuracy'; hf_ae ships"):
+        load_metric("accuracy")
+
+
+def test_image_reconstruction_metric_on_known_answers():
+    metric = load_metric("image_reconstruction")
+    # errors 0.5 on one value of two, and 0 on the other image: MSE over 4 values = 0.25 / 4
+    result = metric.compute(predictions=[[0.0, 0.5], [1.0, 1.0]], references=[[0.0, 0.0], [1.0, 1.0]])
+    assert result["mse"] == pytest.approx(0.0625)
+    assert result["psnr"] == pytest.approx(10 * math.log10(1 / 0.0625))
+    assert metric.compute(predictions=[[0.2, 0.4]], references=[[0.2, 0.4]])["psnr"] == math.inf
+    with pytest.raises(ValueError, match="image 0: the prediction has 3 values and the reference 2"):
+        metric.compute(predictions=[[0.0, 0.0, 0.0]], references=[[0.0, 0.0]])
+
+
+def test_text_reconstruction_metric_on_known_answers():
+    metric = load_metric("text_reconstruction")
+    result = metric.compute(predictions=[[1, 2, 3], [4, 5]], references=[[1, 2, 0], [4, 5]])
+    assert result == {"token_accuracy": 0.8, "exact_match": 0.5, "num_tokens": 5, "num_sequences": 2}
+    with pytest.raises(ValueError, match="sequence 0: the prediction has 2 tokens and the reference 3"):
+        metric.compute(predictions=[[1, 2]], references=[[1, 2, 3]])
+
+
+# ------------------------------------------------------------------------------------------ the suite
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset_for_training("digits", max_train_samples=300, max_eval_samples=100)
+
+
+def tiny_patch_vae():
+    torch.manual_seed(0)
+    return PatchVaeModel(PatchVaeConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, intermediate_size=32, latent_dim=2)).eval()
+
+
+def test_image_model_reconstruction_and_probe(digits, tmp_path):
+    model = tiny_patch_vae()
+    results = evaluate_model(model, digits, ["reconstruction", "probe"], tmp_path, model_name="tiny", dataset_name="digits")
+    # the same MSE as the training loop's evaluation, through a different path (the metric module)
+    loader = DataLoader(digits["test"].with_format("torch", columns=["pixel_values"]), batch_size=32)
+    expected = evaluate_image_reconstruction(model, loader)
+    reconstruction = results["tasks"]["reconstruction"]
+    assert reconstruction["mse"] == pytest.approx(expected["mse"], rel=1e-5)
+    assert reconstruction["psnr"] == pytest.approx(expected["psnr"], rel=1e-5)
+    probe = results["tasks"]["probe"]
+    assert 0 <= probe["chance"] < probe["raw_inputs"] <= 1
+    cv = probe["cross_validation"]["raw_inputs"]
+    assert cv["folds"] == 5 and len(cv["scores"]) == 5 and cv["mean"] > 0.5  # raw digit pixels separate classes well
+    assert cv["std"] == pytest.approx(float(torch.tensor(cv["scores"]).std(unbiased=False)))
+    written = json.loads((tmp_path / "eval_results.json").read_text())
+    assert written["tasks"]["reconstruction"]["mse"] == reconstruction["mse"]
+    for figure in ("reconstruction.png", "latent_projection.png"):
+        assert Image.open(tmp_path / figure).size[0] > 100
+    assert "MSE/pixel" in format_results(results) and "5-fold CV" in format_results(results)
+
+
+def test_unknown_task_and_missing_labels_are_reported_and_the_other_tasks_run(digits, tmp_path):
+    unlabelled = {split: digits[split].remove_columns("label") for split in ("train", "test")}
+    results = evaluate_model(tiny_patch_vae(), unlabelled, ["generate_poems", "probe", "reconstruction"], tmp_path)
+    tasks = results["tasks"]
+    assert tasks["generate_poems"]["error"] == "unknown task 'generate_poems'; the tasks are ['reconstruction', 'probe']"
+    assert "probe needs class labels; the train split has no 'label' column" in tasks["probe"]["error"]
+    assert tasks["reconstruction"]["mse"] > 0  # still ran
+    assert "not run" in format_results(results)
+
+
+def test_a_model_without_a_decoder_is_told_what_to_evaluate_instead(digits, tmp_path):
+    prior = PatchPriorModel(PatchPriorConfig(num_codes=8, num_patches=4, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32))
+    results = evaluate_model(prior, digits, ["reconstruction", "probe"], tmp_path)
+    for task in ("reconstruction", "probe"):
+        assert "has no encode or decode (a patch prior generates" in results["tasks"][task]["error"]
+
+
+def test_text_model_reconstruction_matches_the_training_evaluation(tmp_path):
+    tokenizer = ByT5Tokenizer(extra_ids=0)
+    texts = ["x = 1", "return foo(bar)", "import os", "def f(a, b):", "y = [i for i in range(3)]", "pass"]
+    split = hf_datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 0, 1, 0, 1]})
+    torch.manual_seed(0)
+    model = FunnelVaeModel(FunnelVaeConfig(hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2,
+                                           intermediate_size=32, block_sizes=[1, 1], latent_dim=4,
+                                           decoder_num_layers=1, num_latent_tokens=4, max_sequence_length=32)).eval()
+    results = evaluate_model(model, {"train": split, "test": split}, ["reconstruction"], tmp_path, tokenizer)
+    tokenized = split.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text", "label"])
+    loader = DataLoader(tokenized, batch_size=4, collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
+    expected = evaluate_text_reconstruction(model, loader)
+    figures = results["tasks"]["reconstruction"]
+    assert figures["token_accuracy"] == pytest.approx(expected["token_accuracy"])
+    assert figures["exact_match"] == pytest.approx(expected["exact_match"])
+    assert figures["num_tokens"] == sum(len(text) + 1 for text in texts)  # bytes + end of sequence
+
+
+def test_evaluate_script_writes_results_and_fails_on_a_task_it_could_not_run(tmp_path):
+    model_dir = tmp_path / "model"
+    tiny_patch_vae().save_pretrained(model_dir)
+    result = subprocess.run(
+        [sys.executable, EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
+         "--tasks", "reconstruction,nonsense", "--max_eval_samples", "50", "--max_train_samples", "50"],
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "nonsense: not run: unknown task" in result.stdout
+    results = json.loads((model_dir / "eval_digits" / "eval_results.json").read_text())
+    assert results["tasks"]["reconstruction"]["test_samples"] == 50
+    assert Path(model_dir / "eval_digits" / "reconstruction.png").exists()
