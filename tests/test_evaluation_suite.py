@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import datasets as hf_datasets
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,8 +22,12 @@ from hf_ae import (
     PatchPriorModel,
     PatchVaeConfig,
     PatchVaeModel,
+    UNetAeConfig,
+    UNetAeModel,
 )
 from hf_ae.data import load_dataset_for_training
+from hf_ae.data.digits import digits_arrays
+from hf_ae.evaluation.digit_classifier import digit_classifier
 from hf_ae.evaluation.metrics import AVAILABLE_METRICS, load_metric
 from hf_ae.evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
 from hf_ae.evaluation.suite import evaluate_model, format_results
@@ -94,7 +99,8 @@ def test_unknown_task_and_missing_labels_are_reported_and_the_other_tasks_run(di
     unlabelled = {split: digits[split].remove_columns("label") for split in ("train", "test")}
     results = evaluate_model(tiny_patch_vae(), unlabelled, ["generate_poems", "probe", "reconstruction"], tmp_path)
     tasks = results["tasks"]
-    assert tasks["generate_poems"]["error"] == "unknown task 'generate_poems'; the tasks are ['reconstruction', 'probe']"
+    assert tasks["generate_poems"]["error"] == (
+        "unknown task 'generate_poems'; the tasks are ['reconstruction', 'probe', 'generation']")
     assert "probe needs class labels; the train split has no 'label' column" in tasks["probe"]["error"]
     assert tasks["reconstruction"]["mse"] > 0  # still ran
     assert "not run" in format_results(results)
@@ -139,3 +145,61 @@ def test_evaluate_script_writes_results_and_fails_on_a_task_it_could_not_run(tmp
     results = json.loads((model_dir / "eval_digits" / "eval_results.json").read_text())
     assert results["tasks"]["reconstruction"]["test_samples"] == 50
     assert Path(model_dir / "eval_digits" / "reconstruction.png").exists()
+
+
+
+# ------------------------------------------------------------------------------------------ generation
+def confident_test_digits(label: int) -> np.ndarray:
+    """Flattened 8x8 test digits of `label` that the reference classifier is confident about, (n, 64)."""
+    _, test, _, test_labels, _ = digits_arrays()
+    classifier, _, _ = digit_classifier(8)
+    flat = test.reshape(len(test), -1)
+    confident = classifier.predict_proba(flat).max(1) >= 0.9
+    return flat[(np.asarray(test_labels) == label) & confident]
+
+
+def test_digit_samples_metric_on_real_digits_noise_and_collapse():
+    _, test, *_ = digits_arrays()
+    flat = test.reshape(len(test), -1)
+    metric = load_metric("digit_samples")
+    real = metric.compute(predictions=flat[:200], real_images=flat[200:])
+    # real test digits: about as confident as the classifier is on the test split, all ten classes, near-uniform
+    assert abs(real["confident_share"] - real["real_test_digits_confident_share"]) < 0.1
+    assert real["classes_covered"] == 10 and real["class_entropy_bits"] > 3.2
+    noise = metric.compute(predictions=torch.rand(200, 64, generator=torch.Generator().manual_seed(0)).tolist(),
+                           real_images=flat)
+    assert noise["confident_share"] == 0 and noise["classes_covered"] == 0 and noise["class_entropy_bits"] == 0
+    assert noise["frechet_distance"] > 10 * real["frechet_distance"]
+    ones = confident_test_digits(1)[:3]
+    collapsed = metric.compute(predictions=np.repeat(ones, 20, axis=0), real_images=flat)  # only "1"s
+    assert collapsed["confident_share"] == 1 and collapsed["classes_covered"] == 1
+    assert collapsed["class_entropy_bits"] == 0 and collapsed["frechet_distance"] > 5 * real["frechet_distance"]
+    with pytest.raises(ValueError, match="needs real_images="):
+        metric.compute(predictions=flat[:10])
+    with pytest.raises(ValueError, match="expected flattened grey-scale 8x8, 16x16 or 32x32 digits, got 49"):
+        metric.compute(predictions=[[0.0] * 49] * 3, real_images=[[0.0] * 49] * 3)
+
+
+def test_generation_judges_every_way_a_model_generates(digits, tmp_path):
+    torch.manual_seed(0)
+    vae = PatchVaeModel(PatchVaeConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=32, latent_dim=2, bottleneck="kl"))
+    results = evaluate_model(vae, digits, ["generation"], tmp_path / "vae", dataset_name="digits")
+    prior = results["tasks"]["generation"]["generators"]["prior"]
+    assert prior["num_samples"] == 200 and prior["classifier_test_accuracy"] > 0.98
+    assert (tmp_path / "vae" / "samples_prior.png").exists()
+    unet = UNetAeModel(UNetAeConfig(image_size=8, num_channels=1, block_out_channels=[8, 16], norm_num_groups=4))
+    results = evaluate_model(unet, digits, ["generation"], tmp_path / "unet", dataset_name="digits")
+    assert set(results["tasks"]["generation"]["generators"]) == {"iterative_denoise", "manifold_walk"}
+    assert "generation, manifold_walk:" in format_results(results)
+
+
+def test_generation_says_what_it_needs(digits, tmp_path):
+    results = evaluate_model(tiny_patch_vae(), digits, ["generation"], tmp_path)  # bottleneck "kl" but no name
+    assert "evaluate on --dataset digits" in results["tasks"]["generation"]["error"]
+    torch.manual_seed(0)
+    plain = PatchVaeModel(PatchVaeConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32, latent_dim=2, bottleneck="none"))
+    results = evaluate_model(plain, digits, ["generation", "reconstruction"], tmp_path, dataset_name="digits")
+    assert "has no prior to sample" in results["tasks"]["generation"]["error"]
+    assert "mse" in results["tasks"]["reconstruction"]

@@ -11,6 +11,10 @@ that `hf_ae.data` loads, and writes its figures into one results dict (`eval_res
   training split, scored on the test split; latents concatenated and mean-pooled, raw inputs, chance), plus a
   5-fold cross-validation over train and test together (a nested grid search in every fold) giving mean ± std, and
   a 2-D PCA projection of the test latents coloured by label.
+* `generation`: for a model trained on `digits`, samples of every way it generates (a VAE's prior, UNetAe's
+  `generation_methods`, a patch prior) judged by the reference digit classifier (metric module `digit_samples`):
+  share with p >= 0.9, classes covered and their entropy, Fréchet distance of the classifier's features against the
+  test split; the classifier's own test accuracy and its confident share on real test digits come with every report.
 
 A task that cannot run on this model or data set (no decoder, no labels) or that does not exist is reported with
 a message saying what is possible, and the other tasks still run.
@@ -31,13 +35,14 @@ from sklearn.svm import SVC
 
 from ..data import load_dataset_for_training
 from ..models.patch_vae.pipeline_autoencoder import reconstruct
-from ..visualization import save_reconstruction_grid
+from ..visualization import save_grid, save_reconstruction_grid
 from .metrics import load_metric
 from .probe import SVM_GRID, encode_dataset, is_text_dataset, raw_features, run_probe
 
-TASKS = ("reconstruction", "probe")
-# Images shown in the reconstruction grid.
+TASKS = ("reconstruction", "probe", "generation")
+# Images shown in the reconstruction grid, and in each sample grid.
 GRID_IMAGES = 16
+SAMPLE_GRID_IMAGES = 64
 
 
 class TaskNotApplicable(ValueError):
@@ -156,7 +161,50 @@ def probe_task(model, datasets, tokenizer, output_dir: Path, folds: int = 5) -> 
     return {**results, "projection": projection, "figure": "latent_projection.png"}
 
 
-TASK_FUNCTIONS = {"reconstruction": reconstruction_task, "probe": probe_task}
+def generators(model) -> dict:
+    """name -> function(num_samples, generator) -> images (n, C, H, W): every way this model generates."""
+    if model.config.model_type == "patch_prior":  # a conditional prior cycles through the classes
+        return {"patch_prior": lambda n, generator: model.sample(n, generator=generator).samples}
+    methods = getattr(model, "generation_methods", None)
+    if methods:
+        return {method: (lambda n, generator, method=method: model.sample(n, method=method, generator=generator).samples)
+                for method in methods}
+    if getattr(model, "can_sample_prior", False) and getattr(model.config, "modality", "image") == "image":
+        return {"prior": lambda n, generator: model.sample(n, generator=generator)}
+    return {}
+
+
+@torch.no_grad()
+def generation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str = "", num_samples: int = 200,
+                    seed: int = 0) -> dict:
+    makers = generators(model)
+    if not makers:
+        raise TaskNotApplicable(
+            f"generation needs a model that generates images: {type(model).__name__} has no prior to sample "
+            "(a PatchVae with bottleneck='kl', a FunnelVae image model with an MMD/KL prior), no generation_methods "
+            "(UNetAe) and is no patch prior"
+        )
+    test = datasets["test"]
+    if dataset_name != "digits" or "pixel_values" not in test.column_names:
+        raise TaskNotApplicable(
+            f"generation is judged by the reference digit classifier, trained on `digits`; evaluate on --dataset "
+            f"digits (got {dataset_name or 'an unnamed data set'!r})"
+        )
+    real = test.with_format("torch", columns=["pixel_values"])[:]["pixel_values"].float()  # (N, 1, S, S)
+    metric = load_metric("digit_samples")
+    results = {}
+    for name, make in makers.items():
+        samples = make(num_samples, torch.Generator(device=model.device).manual_seed(seed)).float().clamp(0, 1).cpu()
+        if tuple(samples.shape[1:]) != tuple(real.shape[1:]):
+            raise TaskNotApplicable(f"{name} samples have shape {tuple(samples.shape[1:])}, the test digits "
+                                    f"{tuple(real.shape[1:])}: evaluate at the model's image size")
+        figures = metric.compute(predictions=samples.flatten(1).tolist(), real_images=real.flatten(1).tolist())
+        save_grid(samples[:SAMPLE_GRID_IMAGES], output_dir / f"samples_{name}.png", nrow=8)
+        results[name] = {**figures, "figure": f"samples_{name}.png"}
+    return {"generators": results, "metric_module": "digit_samples", "seed": seed}
+
+
+TASK_FUNCTIONS = {"reconstruction": reconstruction_task, "probe": probe_task, "generation": generation_task}
 
 
 def load_evaluation_data(model, dataset: str, *, image_size=None, label_column=None, image_column=None,
@@ -185,7 +233,8 @@ def evaluate_model(model, datasets, tasks, output_dir, tokenizer=None, model_nam
             results["tasks"][task] = {"error": f"unknown task {task!r}; the tasks are {list(TASKS)}"}
             continue
         try:
-            results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir)
+            extra = {"dataset_name": dataset_name} if task == "generation" else {}
+            results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir, **extra)
         except TaskNotApplicable as error:
             results["tasks"][task] = {"error": str(error)}
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=_json_default))
@@ -210,6 +259,14 @@ def format_results(results: dict) -> str:
         elif task == "reconstruction":
             lines.append(f"- reconstruction: token accuracy {100 * figures['token_accuracy']:.2f}%, exact sequences "
                          f"{100 * figures['exact_match']:.2f}%")
+        elif task == "generation":
+            for name, row in figures["generators"].items():
+                lines.append(
+                    f"- generation, {name}: {100 * row['confident_share']:.1f}% confident (p >= 0.9; real test digits "
+                    f"{100 * row['real_test_digits_confident_share']:.1f}%), {row['classes_covered']} classes "
+                    f"({row['class_entropy_bits']:.2f} bits), Fréchet distance {row['frechet_distance']:.2f}; "
+                    f"classifier test accuracy {100 * row['classifier_test_accuracy']:.1f}%"
+                )
         elif task == "probe":
             cv = figures["cross_validation"]
             lines.append(
