@@ -100,7 +100,7 @@ def test_unknown_task_and_missing_labels_are_reported_and_the_other_tasks_run(di
     results = evaluate_model(tiny_patch_vae(), unlabelled, ["generate_poems", "probe", "reconstruction"], tmp_path)
     tasks = results["tasks"]
     assert tasks["generate_poems"]["error"] == (
-        "unknown task 'generate_poems'; the tasks are ['reconstruction', 'probe', 'generation']")
+        "unknown task 'generate_poems'; the tasks are ['reconstruction', 'probe', 'interpolation', 'generation']")
     assert "probe needs class labels; the train split has no 'label' column" in tasks["probe"]["error"]
     assert tasks["reconstruction"]["mse"] > 0  # still ran
     assert "not run" in format_results(results)
@@ -203,3 +203,52 @@ def test_generation_says_what_it_needs(digits, tmp_path):
     results = evaluate_model(plain, digits, ["generation", "reconstruction"], tmp_path, dataset_name="digits")
     assert "has no prior to sample" in results["tasks"]["generation"]["error"]
     assert "mse" in results["tasks"]["reconstruction"]
+
+
+
+# ------------------------------------------------------------------------------------------ interpolation
+def test_interpolation_paths_metric_on_known_answers():
+    metric = load_metric("interpolation_paths")
+    result = metric.compute(
+        predictions=[[0.0, 1.0, 0.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]],
+        valid=[[True, True], [True, False], [False, False]],
+        novel=[[True, False], [True, False], [False, False]],
+        nontrivial=[[False, True], [True, True], [True, True]],
+    )
+    assert result["valid"] == pytest.approx(3 / 6) and result["valid_novel"] == pytest.approx(2 / 6)
+    assert result["valid_novel_nontrivial"] == pytest.approx(1 / 6)
+    # path 1: all change in one of three steps -> max/mean = 3; path 2: even -> 1; path 3 never changes: left out
+    assert result["jump_ratio"] == pytest.approx(2.0) and result["unchanged_paths"] == 1
+    assert result["mean_step"] == pytest.approx((1 / 3 + 0.5 + 0) / 3)
+    with pytest.raises(ValueError, match="path 0: 3 steps need 2 interior points, got 1"):
+        metric.compute(predictions=[[0.1, 0.1, 0.1]], valid=[[True]], novel=[[True]])
+
+
+def test_image_interpolation_on_digits(digits, tmp_path):
+    results = evaluate_model(tiny_patch_vae(), digits, ["interpolation"], tmp_path, dataset_name="digits")
+    figures = results["tasks"]["interpolation"]
+    assert figures["num_paths"] == 100 and figures["interior_points"] == 900
+    assert 0 <= figures["valid_novel"] <= figures["valid"] <= 1 and figures["valid_novel_nontrivial"] is None
+    assert figures["jump_ratio"] >= 1
+    assert Image.open(tmp_path / "interpolation.png").size[0] > 11 * 8
+    results = evaluate_model(tiny_patch_vae(), digits, ["interpolation"], tmp_path, dataset_name="photos")
+    assert "evaluate on --dataset digits" in results["tasks"]["interpolation"]["error"]
+
+
+def test_text_interpolation_uses_the_python_validator(tmp_path):
+    tokenizer = ByT5Tokenizer(extra_ids=0)
+    texts = ["x = 1", "return foo(bar)", "import os", "def f(a, b):", "y = [i for i in range(3)]", "pass"]
+    split = hf_datasets.Dataset.from_dict({"text": texts})
+    torch.manual_seed(0)
+    model = FunnelVaeModel(FunnelVaeConfig(hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2,
+                                           intermediate_size=32, block_sizes=[1, 1], latent_dim=4,
+                                           decoder_num_layers=1, num_latent_tokens=4, max_sequence_length=32)).eval()
+    data = {"train": split, "test": split}
+    results = evaluate_model(model, data, ["interpolation", "generation"], tmp_path, tokenizer, dataset_name="python-lines")
+    figures = results["tasks"]["interpolation"]
+    assert figures["num_paths"] == 15  # every pair of the 6 texts
+    assert figures["valid_novel_nontrivial"] is not None
+    assert 0 <= figures["valid_novel_nontrivial"] <= figures["valid_novel"] <= figures["valid"] <= 1
+    assert "samples of text models have no judge" in results["tasks"]["generation"]["error"]
+    results = evaluate_model(model, data, ["interpolation"], tmp_path, tokenizer, dataset_name="digits-text")
+    assert "texts have one on python-lines" in results["tasks"]["interpolation"]["error"]

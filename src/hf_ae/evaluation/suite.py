@@ -11,6 +11,12 @@ that `hf_ae.data` loads, and writes its figures into one results dict (`eval_res
   training split, scored on the test split; latents concatenated and mean-pooled, raw inputs, chance), plus a
   5-fold cross-validation over train and test together (a nested grid search in every fold) giving mean ± std, and
   a 2-D PCA projection of the test latents coloured by label.
+* `interpolation`: for held-out pairs, the interior points of an 11-point slerp path between their latents, each
+  decoded (texts greedily): valid (`python-lines`: `ast.parse`; `digits`: the reference digit classifier is confident),
+  valid and different from both ends (texts: not equal to either input or end decoding; digits: per-pixel MSE to
+  both end decodings above SAME_IMAGE_MSE), non-trivial (code: more than a bare name, constant or comment), and
+  smoothness: the size of every step (texts: 1 - difflib similarity; images: MSE), its mean and the largest step
+  over the mean (metric module `interpolation_paths`); a strip of paths as a PNG.
 * `generation`: for a model trained on `digits`, samples of every way it generates (a VAE's prior, UNetAe's
   `generation_methods`, a patch prior) judged by the reference digit classifier (metric module `digit_samples`):
   share with p >= 0.9, classes covered and their entropy, Fréchet distance of the classifier's features against the
@@ -39,7 +45,14 @@ from ..visualization import save_grid, save_reconstruction_grid
 from .metrics import load_metric
 from .probe import SVM_GRID, encode_dataset, is_text_dataset, raw_features, run_probe
 
-TASKS = ("reconstruction", "probe", "generation")
+TASKS = ("reconstruction", "probe", "interpolation", "generation")
+# Interpolation: pairs of held-out inputs, points per path (ends included), paths shown in the strip figure, and
+# the per-pixel MSE under which an interior digit counts as its end point's decoding (about a good model's own
+# reconstruction error on digits, 0.005-0.01, against ~0.1 between two different test digits).
+INTERPOLATION_PAIRS = 100
+INTERPOLATION_POINTS = 11
+INTERPOLATION_PATHS_SHOWN = 8
+SAME_IMAGE_MSE = 0.005
 # Images shown in the reconstruction grid, and in each sample grid.
 GRID_IMAGES = 16
 SAMPLE_GRID_IMAGES = 64
@@ -161,6 +174,78 @@ def probe_task(model, datasets, tokenizer, output_dir: Path, folds: int = 5) -> 
     return {**results, "projection": projection, "figure": "latent_projection.png"}
 
 
+def interpolation_pairs(num_rows: int, num_pairs: int, seed: int = 0) -> list[tuple[int, int]]:
+    from .interpolation import sample_pairs
+
+    return sample_pairs(num_rows, num_pairs, seed=seed)
+
+
+@torch.no_grad()
+def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str = "",
+                       num_pairs: int = INTERPOLATION_PAIRS, num_points: int = INTERPOLATION_POINTS) -> dict:
+    import difflib
+
+    from ..models.patch_vae.pipeline_autoencoder import python_is_valid
+    from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
+    from .interpolation import python_is_nontrivial
+
+    check_autoencoder(model, "interpolation")
+    if getattr(model.config, "skip_connections", False):
+        raise TaskNotApplicable("interpolation decodes mixed latents alone; this UNetAe passes skip features from the "
+                                "encoder to the decoder, which have no interpolation")
+    test = datasets["test"]
+    text = is_text_dataset(test)
+    if text and dataset_name != "python-lines":
+        raise TaskNotApplicable(f"interpolation needs a validator: texts have one on python-lines (ast.parse), not on "
+                                f"{dataset_name!r}")
+    if not text and dataset_name != "digits":
+        raise TaskNotApplicable(f"interpolation of images is judged by the reference digit classifier: evaluate on "
+                                f"--dataset digits (got {dataset_name!r})")
+    if text and tokenizer is None:
+        raise TaskNotApplicable("interpolation of text needs the model's tokenizer")
+    model.eval()
+    pairs = interpolation_pairs(len(test), num_pairs)
+    ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
+    step_sizes, valid, novel, nontrivial, strips = [], [], [], [], []
+    if text:
+        texts = list(test["text"])
+    else:
+        images = test.with_format("torch", columns=["pixel_values"])[:]["pixel_values"]  # (N, 1, S, S)
+        classifier, _, _ = digit_classifier(images.shape[-1])
+    for i, j in pairs:
+        if text:
+            batch = tokenizer([texts[i], texts[j]], padding=True, return_tensors="pt").to(model.device)
+            latents = model.encode(**batch).latents
+        else:
+            latents = model.encode(pixel_values=images[[i, j]].to(model.device, model.dtype)).latents
+        path = model.interpolate_latents(latents[0], latents[1], ratios, "slerp")  # (P, *latent shape)
+        if text:
+            decoded = tokenizer.batch_decode(model.generate(path).tolist(), skip_special_tokens=True)
+            ends = {texts[i], texts[j], decoded[0], decoded[-1]}
+            step_sizes.append([1 - difflib.SequenceMatcher(None, a, b).ratio() for a, b in zip(decoded, decoded[1:])])
+            valid.append([python_is_valid(t) for t in decoded[1:-1]])
+            novel.append([t not in ends for t in decoded[1:-1]])
+            nontrivial.append([python_is_nontrivial(t) for t in decoded[1:-1]])
+        else:
+            decoded = model.decode(path).reconstruction.float().clamp(0, 1).cpu()  # (P, 1, S, S)
+            flat = decoded.flatten(1)
+            step_sizes.append((flat[1:] - flat[:-1]).pow(2).mean(1).tolist())
+            confident = classifier.predict_proba(flat.double().numpy()).max(1) >= CONFIDENCE_THRESHOLD
+            valid.append(confident[1:-1].tolist())
+            distance_to_ends = torch.stack([(flat - flat[0]).pow(2).mean(1), (flat - flat[-1]).pow(2).mean(1)]).min(0).values
+            novel.append((distance_to_ends[1:-1] > SAME_IMAGE_MSE).tolist())
+            if len(strips) < INTERPOLATION_PATHS_SHOWN:
+                strips.append(decoded)
+    figures = load_metric("interpolation_paths").compute(
+        predictions=step_sizes, valid=valid, novel=novel, nontrivial=nontrivial if text else None
+    )
+    results = {**figures, "method": "slerp", "num_points": num_points, "metric_module": "interpolation_paths"}
+    if strips:
+        save_grid(torch.cat(strips), output_dir / "interpolation.png", nrow=num_points)
+        results["figure"] = "interpolation.png"
+    return results
+
+
 def generators(model) -> dict:
     """name -> function(num_samples, generator) -> images (n, C, H, W): every way this model generates."""
     if model.config.model_type == "patch_prior":  # a conditional prior cycles through the classes
@@ -177,6 +262,9 @@ def generators(model) -> dict:
 @torch.no_grad()
 def generation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str = "", num_samples: int = 200,
                     seed: int = 0) -> dict:
+    if is_text_model(model):
+        raise TaskNotApplicable("generation is judged on digit images by the reference digit classifier; samples of "
+                                "text models have no judge here yet")
     makers = generators(model)
     if not makers:
         raise TaskNotApplicable(
@@ -204,7 +292,8 @@ def generation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: 
     return {"generators": results, "metric_module": "digit_samples", "seed": seed}
 
 
-TASK_FUNCTIONS = {"reconstruction": reconstruction_task, "probe": probe_task, "generation": generation_task}
+TASK_FUNCTIONS = {"reconstruction": reconstruction_task, "probe": probe_task, "interpolation": interpolation_task,
+                  "generation": generation_task}
 
 
 def load_evaluation_data(model, dataset: str, *, image_size=None, label_column=None, image_column=None,
@@ -233,7 +322,7 @@ def evaluate_model(model, datasets, tasks, output_dir, tokenizer=None, model_nam
             results["tasks"][task] = {"error": f"unknown task {task!r}; the tasks are {list(TASKS)}"}
             continue
         try:
-            extra = {"dataset_name": dataset_name} if task == "generation" else {}
+            extra = {"dataset_name": dataset_name} if task in ("generation", "interpolation") else {}
             results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir, **extra)
         except TaskNotApplicable as error:
             results["tasks"][task] = {"error": str(error)}
@@ -259,6 +348,15 @@ def format_results(results: dict) -> str:
         elif task == "reconstruction":
             lines.append(f"- reconstruction: token accuracy {100 * figures['token_accuracy']:.2f}%, exact sequences "
                          f"{100 * figures['exact_match']:.2f}%")
+        elif task == "interpolation":
+            nontrivial = figures["valid_novel_nontrivial"]
+            jump = figures["jump_ratio"]
+            lines.append(
+                f"- interpolation ({figures['num_paths']} pairs, slerp): valid {100 * figures['valid']:.1f}%, valid and "
+                f"novel {100 * figures['valid_novel']:.1f}%"
+                + (f", also non-trivial {100 * nontrivial:.1f}%" if nontrivial is not None else "")
+                + (f"; largest step / mean step {jump:.2f}" if jump is not None else "; no path changes")
+            )
         elif task == "generation":
             for name, row in figures["generators"].items():
                 lines.append(
