@@ -8,6 +8,8 @@ task name, is reported and the other tasks still run; the exit status is 1 when 
 """
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +19,13 @@ sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(
 
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
-from hf_ae.evaluation.suite import TASKS, evaluate_model, format_results, load_evaluation_data  # noqa: E402
+from hf_ae.evaluation.suite import (  # noqa: E402
+    TASKS,
+    evaluate_model,
+    format_results,
+    load_evaluation_data,
+    update_model_card,
+)
 
 
 def main(argv=None) -> int:
@@ -32,10 +40,20 @@ def main(argv=None) -> int:
     parser.add_argument("--label_column", default=None)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument("--no_card_update", action="store_true",
+                        help="Leave the model folder's README.md as it is (the updated card still goes to --output_dir).")
+    parser.add_argument("--push_to_hub", action="store_true",
+                        help="Push the updated card (README.md) to the model's Hub repo (--hub_model_id for a local model).")
+    parser.add_argument("--hub_model_id", default=None, help="Repo to push the card to (default: --model, a Hub id).")
+    parser.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
     if not tasks:
         parser.error(f"--tasks is empty; choose from {list(TASKS)}")
+    is_local = Path(args.model).is_dir()
+    repo_id = args.hub_model_id or (None if is_local else args.model)
+    if args.push_to_hub and repo_id is None:
+        parser.error("--push_to_hub with a local model folder needs --hub_model_id (the repo whose card to update)")
 
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
     tokenizer = None
@@ -55,7 +73,21 @@ def main(argv=None) -> int:
     results = evaluate_model(model, datasets, tasks, output_dir, tokenizer, model_name=args.model,
                              dataset_name=args.dataset)
     print(format_results(results))
-    print(f"\nwrote {output_dir / 'eval_results.json'}")
+    card_path = output_dir / "README.md"
+    update_model_card(args.model, results, tokenizer is not None, card_path)
+    if is_local and not args.no_card_update:  # the model's own card, replaced in one step
+        shutil.copyfile(card_path, output_dir / ".README.md.new")
+        os.replace(output_dir / ".README.md.new", Path(args.model) / "README.md")
+    print(f"\nwrote {output_dir / 'eval_results.json'} and the card with these results ({card_path}"
+          + (f", {Path(args.model) / 'README.md'}" if is_local and not args.no_card_update else "") + ")")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        url = HfApi(token=args.hub_token).upload_file(
+            path_or_fileobj=str(card_path), path_in_repo="README.md", repo_id=repo_id,
+            commit_message=f"Evaluation results on {args.dataset} (hf_ae scripts/evaluate.py)",
+        )
+        print(f"pushed the card to {url}")
     return 1 if any("error" in figures for figures in results["tasks"].values()) else 0
 
 

@@ -10,8 +10,10 @@ import datasets as hf_datasets
 import numpy as np
 import pytest
 import torch
+from hub_server import hub_env
 from PIL import Image
 from subprocess_env import REPO_ROOT, isolated_env
+from test_hub import push_in_subprocess, run_client
 from torch.utils.data import DataLoader
 from transformers import ByT5Tokenizer, DataCollatorWithPadding
 
@@ -30,7 +32,7 @@ from hf_ae.data.digits import digits_arrays
 from hf_ae.evaluation.digit_classifier import digit_classifier
 from hf_ae.evaluation.metrics import AVAILABLE_METRICS, load_metric
 from hf_ae.evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
-from hf_ae.evaluation.suite import evaluate_model, format_results
+from hf_ae.evaluation.suite import evaluate_model, format_results, update_model_card
 
 torch.set_num_threads(1)
 EVALUATE_SCRIPT = str(REPO_ROOT / "scripts" / "evaluate.py")
@@ -252,3 +254,52 @@ def test_text_interpolation_uses_the_python_validator(tmp_path):
     assert "samples of text models have no judge" in results["tasks"]["generation"]["error"]
     results = evaluate_model(model, data, ["interpolation"], tmp_path, tokenizer, dataset_name="digits-text")
     assert "texts have one on python-lines" in results["tasks"]["interpolation"]["error"]
+
+
+# ------------------------------------------------------------------------------------------ the model card
+def test_card_results_replace_their_own_entries_and_keep_the_others(digits, tmp_path):
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    model_dir = tmp_path / "model"
+    tiny_patch_vae().save_pretrained(model_dir)
+    old = [EvalResult(task_type="image-reconstruction", dataset_type="digits", dataset_name="digits",
+                      metric_type="mse", metric_name="mse", metric_value=1.0),
+           EvalResult(task_type="image-reconstruction", dataset_type="digits", dataset_name="digits",
+                      metric_type="loss", metric_name="loss", metric_value=0.5)]
+    ModelCard.from_template(ModelCardData(model_name="tiny", eval_results=old)).save(model_dir / "README.md")
+    results = evaluate_model(tiny_patch_vae(), digits, ["reconstruction", "interpolation"], tmp_path / "eval",
+                             model_name=str(model_dir), dataset_name="digits")
+    for _ in range(2):  # evaluating twice does not duplicate entries
+        card = update_model_card(str(model_dir), results, False, model_dir / "README.md")
+    entries = {(e.task_type, e.metric_name): e.metric_value for e in ModelCard.load(model_dir / "README.md").data.eval_results}
+    assert entries[("image-reconstruction", "mse")] == pytest.approx(results["tasks"]["reconstruction"]["mse"])
+    assert entries[("image-reconstruction", "loss")] == 0.5  # kept
+    assert entries[("latent-interpolation", "valid")] == pytest.approx(results["tasks"]["interpolation"]["valid"])
+    assert len(card.data.eval_results) == len(entries)
+
+
+def test_evaluate_script_pushes_the_updated_card_to_the_hub(tmp_path, hub_endpoint):
+    env = hub_env(hub_endpoint, tmp_path)
+    model_dir = tmp_path / "model"
+    tiny_patch_vae().save_pretrained(model_dir)
+    push_in_subprocess(env, model_dir, "test-user/tiny-eval")
+    result = subprocess.run(
+        [sys.executable, EVALUATE_SCRIPT, "--model", "test-user/tiny-eval", "--dataset", "digits",
+         "--tasks", "reconstruction", "--max_eval_samples", "40", "--output_dir", str(tmp_path / "eval"),
+         "--push_to_hub"],
+        env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pushed the card to" in result.stdout
+    code = """
+        import json
+        from huggingface_hub import ModelCard
+        card = ModelCard.load("test-user/tiny-eval")
+        print(json.dumps({e.metric_name: e.metric_value for e in card.data.eval_results}))
+    """
+    pushed = json.loads(run_client(code, env).stdout.strip().splitlines()[-1])
+    local = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["tasks"]["reconstruction"]
+    assert pushed["mse"] == pytest.approx(local["mse"]) and pushed["psnr"] == pytest.approx(local["psnr"])
+    refused = subprocess.run([sys.executable, EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
+                              "--push_to_hub"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "needs --hub_model_id" in refused.stderr

@@ -330,6 +330,85 @@ def evaluate_model(model, datasets, tasks, output_dir, tokenizer=None, model_nam
     return results
 
 
+# task -> (model-index task type for images, for text, the figures that go into the card)
+CARD_RESULTS = {
+    "reconstruction": ("image-reconstruction", "text-reconstruction", ("mse", "psnr", "token_accuracy", "exact_match")),
+    "probe": ("image-classification", "text-classification", ("latents_concatenated", "latents_mean_pooled", "raw_inputs")),
+    "interpolation": ("latent-interpolation", "latent-interpolation", ("valid", "valid_novel", "valid_novel_nontrivial",
+                                                                         "jump_ratio")),
+}
+
+
+def card_eval_results(results: dict, is_text: bool) -> list:
+    """The figures of `evaluate_model`'s results as huggingface_hub `EvalResult`s for the card's model-index."""
+    from huggingface_hub import EvalResult
+
+    dataset = results["dataset"]
+    entries = []
+
+    def add(task_type, metric, value, name):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            entries.append(EvalResult(task_type=task_type, dataset_type=dataset, dataset_name=dataset,
+                                      dataset_split="test", metric_type=metric, metric_name=name,
+                                      metric_value=float(value)))
+
+    for task, figures in results["tasks"].items():
+        if "error" in figures:
+            continue
+        if task in CARD_RESULTS:
+            image_type, text_type, keys = CARD_RESULTS[task]
+            for key in keys:
+                prefix = "SVM probe accuracy, " if task == "probe" else ""
+                add(text_type if is_text else image_type, key if task != "probe" else "accuracy",
+                    figures.get(key), f"{prefix}{key}")
+            if task == "probe":
+                cv = figures["cross_validation"]["latents_concatenated"]
+                add(text_type if is_text else image_type, "accuracy", cv["mean"],
+                    f"SVM probe accuracy, latents_concatenated, {cv['folds']}-fold CV mean")
+        elif task == "generation":
+            for generator, row in figures["generators"].items():
+                for key in ("confident_share", "classes_covered", "class_entropy_bits", "frechet_distance"):
+                    add("unconditional-image-generation", key, row[key], f"{generator}: {key}")
+    return entries
+
+
+def update_model_card(model_name_or_path: str, results: dict, is_text: bool, output_path: Path):
+    """The model's card (its folder's README.md, or the Hub repo's) with `results` in its model-index: entries of
+    the same task, data set and metric name are replaced, others kept. Written to `output_path` (through a
+    temporary file, so a failure leaves what was there); the model's own folder is not touched."""
+    import os
+    import tempfile
+
+    from huggingface_hub import ModelCard, ModelCardData
+
+    local = Path(model_name_or_path) / "README.md"
+    if Path(model_name_or_path).is_dir():
+        card = ModelCard(local.read_text()) if local.exists() else ModelCard.from_template(ModelCardData())
+    else:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            card = ModelCard.load(model_name_or_path)
+        except EntryNotFoundError:  # a repo without a README.md: start a card
+            card = ModelCard.from_template(ModelCardData())
+    new = card_eval_results(results, is_text)
+    key = lambda entry: (entry.task_type, entry.dataset_name, entry.metric_name)  # noqa: E731
+    replaced = {key(entry) for entry in new}
+    kept = [entry for entry in (card.data.eval_results or []) if key(entry) not in replaced]
+    card.data.eval_results = kept + new
+    if not card.data.model_name:
+        card.data.model_name = Path(model_name_or_path).name
+    handle, temporary = tempfile.mkstemp(dir=output_path.parent, suffix=".md")
+    os.close(handle)
+    try:
+        card.save(temporary)
+        os.replace(temporary, output_path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return card
+
+
 def _json_default(value):
     if isinstance(value, float) and math.isinf(value):
         return "inf"
