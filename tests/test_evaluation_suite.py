@@ -194,6 +194,8 @@ def test_generation_judges_every_way_a_model_generates(digits, tmp_path):
     results = evaluate_model(unet, digits, ["generation"], tmp_path / "unet", dataset_name="digits")
     assert set(results["tasks"]["generation"]["generators"]) == {"iterative_denoise", "manifold_walk"}
     assert "generation, manifold_walk:" in format_results(results)
+    assert results["reference_digit_classifier"]["test_accuracy"] > 0.98
+    assert "Reference digit classifier (RBF SVC on the digits training split): test accuracy" in format_results(results)
 
 
 def test_generation_says_what_it_needs(digits, tmp_path):

@@ -326,6 +326,13 @@ def evaluate_model(model, datasets, tasks, output_dir, tokenizer=None, model_nam
             results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir, **extra)
         except TaskNotApplicable as error:
             results["tasks"][task] = {"error": str(error)}
+    if dataset_name == "digits" and any(task in results["tasks"] and "error" not in results["tasks"][task]
+                                        for task in ("interpolation", "generation")):
+        from .digit_classifier import digit_classifier
+
+        image_size = len(datasets["test"][0]["pixel_values"][0])  # a row's pixel_values: (C, H, W) lists
+        _, accuracy, real_confident = digit_classifier(image_size)
+        results["reference_digit_classifier"] = {"test_accuracy": accuracy, "real_test_digits_confident_share": real_confident}
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=_json_default))
     return results
 
@@ -418,7 +425,13 @@ def _json_default(value):
 def format_results(results: dict) -> str:
     """A markdown summary of `evaluate_model`'s results."""
     lines = [f"Evaluation of {results['model']} ({results['model_type']}) on {results['dataset']} "
-             f"({results['train_samples']} train / {results['test_samples']} test)", ""]
+             f"({results['train_samples']} train / {results['test_samples']} test)"]
+    if "reference_digit_classifier" in results:
+        reference = results["reference_digit_classifier"]
+        lines.append(f"Reference digit classifier (RBF SVC on the digits training split): test accuracy "
+                     f"{100 * reference['test_accuracy']:.1f}%, confident (p >= 0.9) on "
+                     f"{100 * reference['real_test_digits_confident_share']:.1f}% of real test digits")
+    lines.append("")
     for task, figures in results["tasks"].items():
         if "error" in figures:
             lines.append(f"- {task}: not run: {figures['error']}")
