@@ -305,3 +305,29 @@ def test_evaluate_script_pushes_the_updated_card_to_the_hub(tmp_path, hub_endpoi
     refused = subprocess.run([sys.executable, EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
                               "--push_to_hub"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "needs --hub_model_id" in refused.stderr
+
+
+def test_svm_probe_metric_on_separable_and_random_features():
+    generator = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    separable = np.eye(3)[labels] * 5 + generator.normal(0, 0.1, (90, 3))  # one axis per class
+    metric = load_metric("svm_probe")
+    result = metric.compute(predictions=separable[::2], references=labels[::2], train_features=separable[1::2],
+                            train_labels=labels[1::2], folds=3)
+    assert result["accuracy"] == 1.0 and result["cv_mean"] == 1.0 and result["cv_folds"] == 3
+    noise = generator.normal(0, 1, (90, 3))
+    result = metric.compute(predictions=noise[::2], references=labels[::2], train_features=noise[1::2],
+                            train_labels=labels[1::2])
+    assert result["accuracy"] < 0.7 and result["chance"] == pytest.approx(15 / 45) and "cv_mean" not in result
+    with pytest.raises(ValueError, match="needs train_features= and train_labels="):
+        metric.compute(predictions=noise, references=labels)
+
+
+def test_suite_probe_gives_the_figures_of_probe_svm(digits, tmp_path):
+    from hf_ae.evaluation.probe import run_probe
+
+    model = tiny_patch_vae()
+    suite = evaluate_model(model, digits, ["probe"], tmp_path)["tasks"]["probe"]
+    direct = run_probe(model, digits)
+    for key in ("latents_concatenated", "latents_mean_pooled", "raw_inputs", "chance"):
+        assert suite[key] == pytest.approx(direct[key]), key

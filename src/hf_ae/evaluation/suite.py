@@ -43,7 +43,7 @@ from ..data import load_dataset_for_training
 from ..models.patch_vae.pipeline_autoencoder import reconstruct
 from ..visualization import save_grid, save_reconstruction_grid
 from .metrics import load_metric
-from .probe import SVM_GRID, encode_dataset, is_text_dataset, raw_features, run_probe
+from .probe import SVM_GRID, encode_dataset, is_text_dataset, raw_features
 
 TASKS = ("reconstruction", "probe", "interpolation", "generation")
 # Interpolation: pairs of held-out inputs, points per path (ends included), paths shown in the strip figure, and
@@ -159,15 +159,28 @@ def probe_task(model, datasets, tokenizer, output_dir: Path, folds: int = 5) -> 
                 f"probe needs class labels; the {split} split has no 'label' column (columns: "
                 f"{datasets[split].column_names}): choose a labelled data set or pass --label_column"
             )
-    results = run_probe(model, datasets, tokenizer)
-    labels = np.concatenate([np.asarray(datasets[s]["label"]) for s in ("train", "test")])
-    latents = np.concatenate([encode_dataset(model, datasets[s], tokenizer) for s in ("train", "test")])  # (N, T, d)
-    raw = np.concatenate([raw_features(datasets[s], tokenizer) for s in ("train", "test")])
-    results["cross_validation"] = {
-        "latents_concatenated": cross_validated_svm(latents.reshape(len(labels), -1), labels, folds),
-        "latents_mean_pooled": cross_validated_svm(latents.mean(1), labels, folds),
-        "raw_inputs": cross_validated_svm(raw, labels, folds),
+    # The probe of scripts/probe_svm.py, feature set by feature set, through the svm_probe metric module (which
+    # calls the same svm_accuracy), plus its pooled k-fold cross-validation.
+    train_labels, test_labels = (np.asarray(datasets[s]["label"]) for s in ("train", "test"))
+    train_latents, test_latents = (encode_dataset(model, datasets[s], tokenizer) for s in ("train", "test"))  # (N, T, d)
+    feature_sets = {
+        "latents_concatenated": (train_latents.reshape(len(train_labels), -1), test_latents.reshape(len(test_labels), -1)),
+        "latents_mean_pooled": (train_latents.mean(1), test_latents.mean(1)),
+        "raw_inputs": (raw_features(datasets["train"], tokenizer), raw_features(datasets["test"], tokenizer)),
     }
+    metric = load_metric("svm_probe")
+    results = {"latent_shape": list(train_latents.shape[1:]), "train_samples": len(train_labels),
+               "test_samples": len(test_labels), "num_classes": len(set(train_labels.tolist())),
+               "metric_module": "svm_probe", "cross_validation": {}}
+    for name, (train_features, test_features) in feature_sets.items():
+        figures = metric.compute(predictions=test_features, references=test_labels, train_features=train_features,
+                                 train_labels=train_labels, folds=folds)
+        results[name] = figures["accuracy"]
+        results["chance"] = figures["chance"]
+        results["cross_validation"][name] = {"mean": figures["cv_mean"], "std": figures["cv_std"],
+                                             "folds": figures["cv_folds"], "scores": figures["cv_scores"]}
+    labels = np.concatenate([train_labels, test_labels])
+    latents = np.concatenate([train_latents, test_latents])
     test_count = len(datasets["test"])
     projection = save_latent_projection(latents[-test_count:].reshape(test_count, -1), labels[-test_count:],
                                         output_dir / "latent_projection.png", "test latents, PCA, by label")
