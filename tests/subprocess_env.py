@@ -1,6 +1,9 @@
 """Environment for test subprocesses: offline, fresh Hugging Face caches, the repo's src/ importable."""
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,3 +25,18 @@ def isolated_env(tmp_path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def run_torchrun(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --standalone <args>` in its own process group. On a timeout the whole group
+    is killed: subprocess.run would kill only torchrun and leave its workers running (a stuck worker then keeps a
+    core busy and slows every later test on a 2-core machine), then the TimeoutExpired is raised as usual."""
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

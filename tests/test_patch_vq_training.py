@@ -1,14 +1,12 @@
 """Quantized PatchVae in training: codebook usage on digits, and codebooks under two processes."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from subprocess_env import isolated_env
+from subprocess_env import isolated_env, run_torchrun
 
 from hf_ae.training import parse_args, train
 
@@ -43,11 +41,10 @@ def test_codebook_usage_stays_high_on_digits_and_restarts_are_what_keep_it(tmp_p
 def run_workers(tmp_path, name, sync, ema):
     output_dir = tmp_path / name
     output_dir.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
-         str(output_dir), "1" if sync else "0", "1" if ema else "0"],
+    result = run_torchrun(
+        ["--nproc_per_node", "2", WORKER, str(output_dir), "1" if sync else "0", "1" if ema else "0"],
         # one thread per worker: two workers of 2 threads on a 2-core machine run ~50x slower
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=240,
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), timeout=240,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "world_size=2" in result.stdout
@@ -69,12 +66,12 @@ def test_without_sync_each_rank_updates_its_own_ema_codebook(tmp_path):
 def test_two_process_vq_training_finishes_and_evaluates_codes_of_both_ranks(tmp_path):
     """The other top complaint, DDP hangs: train.py under torchrun with restarts on runs to the end."""
     output_dir = tmp_path / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", TRAIN_SCRIPT,
+    result = run_torchrun(
+        ["--nproc_per_node", "2", TRAIN_SCRIPT,
          "--model", "patch_vae", "--dataset", "digits", "--output_dir", str(output_dir),
          "--config_overrides", TINY_VQ + ",vq_dead_code_threshold=4.0", "--max_steps", "12",
          "--per_device_train_batch_size", "16", "--probe", "False", "--logging_steps", "4"],
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=240,
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), timeout=240,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from subprocess_env import REPO_ROOT, isolated_env
+from subprocess_env import REPO_ROOT, isolated_env, run_torchrun
 
 from hf_ae.training import parse_args, train
 from hf_ae.training.artifacts import reproduce_command
@@ -158,11 +158,10 @@ def test_bad_training_arguments_raise_clear_errors(tmp_path, extra, message):
 def test_two_processes_train_with_world_size_two(tmp_path):
     """torchrun starts 2 real CPU processes (gloo); only the main process writes and prints results."""
     output_dir = tmp_path / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
+    result = run_torchrun(
+        ["--nproc_per_node", "2", TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
         # one thread per worker: two workers of 2 threads on a 2-core machine ran ~50x slower and timed out
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180,
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), timeout=180,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())
