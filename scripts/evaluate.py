@@ -8,7 +8,6 @@ task name, is reported and the other tasks still run; the exit status is 1 when 
 """
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -74,10 +73,11 @@ def main(argv=None) -> int:
                              dataset_name=args.dataset)
     print(format_results(results))
     card_path = output_dir / "README.md"
-    update_model_card(args.model, results, tokenizer is not None, card_path)
-    if is_local and not args.no_card_update:  # the model's own card, replaced in one step
-        shutil.copyfile(card_path, output_dir / ".README.md.new")
-        os.replace(output_dir / ".README.md.new", Path(args.model) / "README.md")
+    if is_local and not args.no_card_update:  # the model's own card, replaced in one step, and a copy
+        update_model_card(args.model, results, tokenizer is not None, Path(args.model) / "README.md")
+        shutil.copyfile(Path(args.model) / "README.md", card_path)
+    else:
+        update_model_card(args.model, results, tokenizer is not None, card_path)
     print(f"\nwrote {output_dir / 'eval_results.json'} and the card with these results ({card_path}"
           + (f", {Path(args.model) / 'README.md'}" if is_local and not args.no_card_update else "") + ")")
     if args.push_to_hub:

@@ -103,7 +103,7 @@ def test_unknown_task_and_missing_labels_are_reported_and_the_other_tasks_run(di
     tasks = results["tasks"]
     assert tasks["generate_poems"]["error"] == (
         "unknown task 'generate_poems'; the tasks are ['reconstruction', 'probe', 'interpolation', 'generation']")
-    assert "probe needs class labels; the train split has no 'label' column" in tasks["probe"]["error"]
+    assert "the probe needs class labels: the train split has no 'label' column" in tasks["probe"]["error"]
     assert tasks["reconstruction"]["mse"] > 0  # still ran
     assert "not run" in format_results(results)
 

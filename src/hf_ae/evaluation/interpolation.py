@@ -47,6 +47,37 @@ def sample_pairs(num_texts: int, num_pairs: int, seed: int = 0) -> list[tuple[in
 
 
 @torch.no_grad()
+def decode_text_paths(model, tokenizer, texts: list[str], pairs: list[tuple[int, int]], num_points: int = 11,
+                      method: str = "slerp", batch_size: int = 64) -> list[list[str]]:
+    """For each pair (i, j): encode texts i and j, interpolate each latent token at `num_points` evenly spaced
+    ratios from 0 to 1, decode every point greedily -> one list of `num_points` texts per pair (batched)."""
+    if num_points < 3:
+        raise ValueError(f"num_points must be >= 3 (two ends and at least one interior point), got {num_points}")
+    model.eval()
+    ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
+    paths = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        ends = [texts[i] for pair in chunk for i in pair]  # 2 per pair
+        batch = tokenizer(ends, padding=True, return_tensors="pt").to(model.device)
+        latents = model.encode(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).latents
+        points = torch.cat([
+            model.interpolate_latents(latents[2 * k], latents[2 * k + 1], ratios, method) for k in range(len(chunk))
+        ])  # (pairs * points, N, d)
+        decoded = tokenizer.batch_decode(model.generate(points).tolist(), skip_special_tokens=True)
+        paths += [decoded[k * num_points : (k + 1) * num_points] for k in range(len(chunk))]
+    return paths
+
+
+def judge_text_path(path: list[str], start: str, end: str, validator: str = "python") -> tuple[list, list, list]:
+    """The interior points of a decoded path -> (valid, novel, nontrivial), one bool per point. Novel: different
+    from both input texts and both end decodings."""
+    is_valid, is_nontrivial = VALIDATORS[validator]
+    forbidden = {start, end, path[0], path[-1]}
+    interior = path[1:-1]
+    return [is_valid(t) for t in interior], [t not in forbidden for t in interior], [is_nontrivial(t) for t in interior]
+
+
 def text_interpolation_metrics(
     model,
     tokenizer,
@@ -61,37 +92,22 @@ def text_interpolation_metrics(
     few example paths. `texts` are the inputs; `pairs` index into them."""
     if validator not in VALIDATORS:
         raise ValueError(f"unknown validator {validator!r}; choose one of {sorted(VALIDATORS)}")
-    if num_points < 3:
-        raise ValueError(f"num_points must be >= 3 (two ends and at least one interior point), got {num_points}")
-    is_valid, is_nontrivial = VALIDATORS[validator]
-    model.eval()
-    ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
+    paths = decode_text_paths(model, tokenizer, texts, pairs, num_points, method, batch_size)
     counts = {"valid": 0, "valid_novel": 0, "valid_novel_nontrivial": 0}
     interior = 0
     examples = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        ends = [texts[i] for pair in chunk for i in pair]  # 2 per pair
-        batch = tokenizer(ends, padding=True, return_tensors="pt").to(model.device)
-        latents = model.encode(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).latents
-        paths = torch.cat([
-            model.interpolate_latents(latents[2 * k], latents[2 * k + 1], ratios, method) for k in range(len(chunk))
-        ])  # (pairs * points, N, d)
-        decoded = tokenizer.batch_decode(model.generate(paths).tolist(), skip_special_tokens=True)
-        for k, (i, j) in enumerate(chunk):
-            path = decoded[k * num_points : (k + 1) * num_points]
-            forbidden = {texts[i], texts[j], path[0], path[-1]}
-            for text in path[1:-1]:
-                interior += 1
-                if is_valid(text):
-                    counts["valid"] += 1
-                    if text not in forbidden:
-                        counts["valid_novel"] += 1
-                        counts["valid_novel_nontrivial"] += is_nontrivial(text)
-            if len(examples) < 5:
-                examples.append({"start": texts[i], "end": texts[j],
-                                 "path": [{"ratio": round(r, 2), "text": t, "valid": is_valid(t)}
-                                          for r, t in zip(ratios.tolist(), path)]})
+    ratios = torch.linspace(0.0, 1.0, num_points).tolist()
+    for (i, j), path in zip(pairs, paths):
+        for valid, novel, nontrivial in zip(*judge_text_path(path, texts[i], texts[j], validator)):
+            interior += 1
+            counts["valid"] += valid
+            counts["valid_novel"] += valid and novel
+            counts["valid_novel_nontrivial"] += valid and novel and nontrivial
+        if len(examples) < 5:
+            is_valid = VALIDATORS[validator][0]
+            examples.append({"start": texts[i], "end": texts[j],
+                             "path": [{"ratio": round(r, 2), "text": t, "valid": is_valid(t)}
+                                      for r, t in zip(ratios, path)]})
     return {
         **{name: count / interior for name, count in counts.items()},
         "pairs": len(pairs),
@@ -101,4 +117,4 @@ def text_interpolation_metrics(
     }
 
 
-__all__ = ["python_is_nontrivial", "sample_pairs", "text_interpolation_metrics"]
+__all__ = ["decode_text_paths", "judge_text_path", "python_is_nontrivial", "sample_pairs", "text_interpolation_metrics"]

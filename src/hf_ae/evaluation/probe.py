@@ -22,7 +22,7 @@ from collections import Counter
 
 import numpy as np
 import torch
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -93,12 +93,29 @@ def svm_accuracy(train_features, train_labels, test_features, test_labels) -> fl
     return float(search.score(test_features, test_labels))
 
 
-def run_probe(model, datasets, tokenizer=None) -> dict:
-    """`datasets` has `train` and `test` splits with `pixel_values` (or `text`, encoded with `tokenizer`) and
-    `label`; returns accuracies in [0, 1]."""
+def cross_validated_svm(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> dict:
+    """k-fold accuracy of the standardised RBF SVC over all of `features`, with C and gamma chosen by a 3-fold grid
+    search inside each fold (nested, so no fold's test rows pick the parameters) -> mean, std, folds, scores."""
+    smallest_class = min(Counter(labels.tolist()).values())
+    folds = min(folds, smallest_class)
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 examples of every class, the rarest has {smallest_class}")
+    inner = StratifiedKFold(n_splits=min(3, folds), shuffle=True, random_state=0)
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=inner, n_jobs=1)
+    scores = cross_val_score(search, features, labels, cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))
+    return {"mean": float(scores.mean()), "std": float(scores.std()), "folds": folds, "scores": scores.tolist()}
+
+
+class MissingLabels(ValueError):
+    """The data set has no class labels to probe with."""
+
+
+def probe_features(model, datasets, tokenizer=None) -> dict:
+    """The probe's inputs: labels, latents (N, T, d) and the three feature sets (train, test) it scores:
+    `latents_concatenated`, `latents_mean_pooled`, `raw_inputs`. Raises MissingLabels without labels."""
     for split in ("train", "test"):
         if "label" not in datasets[split].column_names:
-            raise ValueError(
+            raise MissingLabels(
                 f"the probe needs class labels: the {split} split has no 'label' column "
                 f"(columns: {datasets[split].column_names}); pass --label_column"
             )
@@ -106,16 +123,31 @@ def run_probe(model, datasets, tokenizer=None) -> dict:
     test_labels = np.asarray(datasets["test"]["label"])
     train_latents = encode_dataset(model, datasets["train"], tokenizer)  # (N_train, T, d)
     test_latents = encode_dataset(model, datasets["test"], tokenizer)
-    raw_train, raw_test = raw_features(datasets["train"], tokenizer), raw_features(datasets["test"], tokenizer)
+    return {
+        "train_labels": train_labels,
+        "test_labels": test_labels,
+        "train_latents": train_latents,
+        "test_latents": test_latents,
+        "feature_sets": {
+            "latents_concatenated": (train_latents.reshape(len(train_labels), -1),
+                                     test_latents.reshape(len(test_labels), -1)),
+            "latents_mean_pooled": (train_latents.mean(1), test_latents.mean(1)),
+            "raw_inputs": (raw_features(datasets["train"], tokenizer), raw_features(datasets["test"], tokenizer)),
+        },
+    }
+
+
+def run_probe(model, datasets, tokenizer=None) -> dict:
+    """`datasets` has `train` and `test` splits with `pixel_values` (or `text`, encoded with `tokenizer`) and
+    `label`; returns accuracies in [0, 1]."""
+    inputs = probe_features(model, datasets, tokenizer)
+    train_labels, test_labels = inputs["train_labels"], inputs["test_labels"]
     most_frequent_count = Counter(test_labels.tolist()).most_common(1)[0][1]
     return {
-        "latents_concatenated": svm_accuracy(
-            train_latents.reshape(len(train_labels), -1), train_labels, test_latents.reshape(len(test_labels), -1), test_labels
-        ),
-        "latents_mean_pooled": svm_accuracy(train_latents.mean(1), train_labels, test_latents.mean(1), test_labels),
-        "raw_inputs": svm_accuracy(raw_train, train_labels, raw_test, test_labels),
+        **{name: svm_accuracy(train, train_labels, test, test_labels)
+           for name, (train, test) in inputs["feature_sets"].items()},
         "chance": most_frequent_count / len(test_labels),
-        "latent_shape": list(train_latents.shape[1:]),
+        "latent_shape": list(inputs["train_latents"].shape[1:]),
         "train_samples": len(train_labels),
         "test_samples": len(test_labels),
         "num_classes": len(set(train_labels.tolist())),

@@ -25,6 +25,7 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     term_sums: dict[str, float] = {}
     num_images = 0
     code_counts = None  # (K,) over the test set, for quantizing models
+    num_codes = getattr((accelerator.unwrap_model(model) if accelerator is not None else model).config, "num_codes", None)
     for batch in dataloader:
         pixel_values = batch["pixel_values"]
         outputs = model(pixel_values=pixel_values, sample_posterior=False)
@@ -41,7 +42,6 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
             if codes is not None:
                 codes = accelerator.gather_for_metrics(codes)
         if codes is not None:
-            num_codes = (accelerator.unwrap_model(model) if accelerator is not None else model).config.num_codes
             counts = torch.bincount(codes.flatten(), minlength=num_codes).cpu()
             code_counts = counts if code_counts is None else code_counts + counts
         squared_error += errors.sum().item()

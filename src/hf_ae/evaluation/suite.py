@@ -7,8 +7,9 @@ that `hf_ae.data` loads, and writes its figures into one results dict (`eval_res
   inputs over reconstructions; text: token accuracy and exact-sequence rate of teacher-forced argmax decoding
   (metric module `text_reconstruction`; with teacher forcing, an exact sequence is also what greedy decoding
   reproduces).
-* `probe`: the SVM latent probe of `scripts/probe_svm.py` (`run_probe`: C and gamma by cross-validation on the
-  training split, scored on the test split; latents concatenated and mean-pooled, raw inputs, chance), plus a
+* `probe`: the SVM latent probe of `scripts/probe_svm.py` (the same features and `svm_accuracy`, through the metric
+  module `svm_probe`: C and gamma by cross-validation on the training split, scored on the test split; latents
+  concatenated and mean-pooled, raw inputs, chance), plus a
   5-fold cross-validation over train and test together (a nested grid search in every fold) giving mean ± std, and
   a 2-D PCA projection of the test latents coloured by label.
 * `interpolation`: for held-out pairs, the interior points of an 11-point slerp path between their latents, each
@@ -26,24 +27,26 @@ A task that cannot run on this model or data set (no decoder, no labels) or that
 a message saying what is possible, and the other tasks still run.
 """
 
+import difflib
 import json
 import math
-from collections import Counter
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import EntryNotFoundError
 from sklearn.decomposition import PCA
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from ..data import load_dataset_for_training
 from ..models.patch_vae.pipeline_autoencoder import reconstruct
 from ..visualization import save_grid, save_reconstruction_grid
+from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
+from .interpolation import decode_text_paths, judge_text_path, sample_pairs
 from .metrics import load_metric
-from .probe import SVM_GRID, encode_dataset, is_text_dataset, raw_features
+from .probe import MissingLabels, is_text_dataset, probe_features
 
 TASKS = ("reconstruction", "probe", "interpolation", "generation")
 # Interpolation: pairs of held-out inputs, points per path (ends included), paths shown in the strip figure, and
@@ -66,7 +69,7 @@ def is_text_model(model) -> bool:
     return getattr(model.config, "modality", "image") == "text"
 
 
-def check_autoencoder(model, task: str) -> None:
+def require_encode_decode(model, task: str) -> None:
     missing = [name for name in ("encode", "decode") if not callable(getattr(model, name, None))]
     if missing:
         raise TaskNotApplicable(
@@ -77,8 +80,8 @@ def check_autoencoder(model, task: str) -> None:
 
 
 @torch.no_grad()
-def reconstruction_task(model, datasets, tokenizer, output_dir: Path, batch_size: int = 256) -> dict:
-    check_autoencoder(model, "reconstruction")
+def reconstruction_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str, batch_size: int = 256) -> dict:
+    require_encode_decode(model, "reconstruction")
     test = datasets["test"]
     model.eval()
     if is_text_dataset(test):
@@ -113,18 +116,6 @@ def reconstruction_task(model, datasets, tokenizer, output_dir: Path, batch_size
             "figure": "reconstruction.png"}
 
 
-def cross_validated_svm(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> dict:
-    """k-fold accuracy of the standardised RBF SVC, C and gamma chosen by a 3-fold grid search inside each fold."""
-    smallest_class = min(Counter(labels.tolist()).values())
-    folds = min(folds, smallest_class)
-    if folds < 2:
-        raise TaskNotApplicable(f"cross-validation needs at least 2 examples of every class, the rarest has {smallest_class}")
-    inner = StratifiedKFold(n_splits=min(3, folds), shuffle=True, random_state=0)
-    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=inner, n_jobs=1)
-    scores = cross_val_score(search, features, labels, cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))
-    return {"mean": float(scores.mean()), "std": float(scores.std()), "folds": folds, "scores": scores.tolist()}
-
-
 def save_latent_projection(latents: np.ndarray, labels: np.ndarray, path: Path, title: str) -> dict:
     """(N, features) -> a 2-D PCA scatter coloured by label; returns the explained variance of the two axes."""
     import matplotlib
@@ -151,58 +142,33 @@ def save_latent_projection(latents: np.ndarray, labels: np.ndarray, path: Path, 
     return {"explained_variance": pca.explained_variance_ratio_.tolist()}
 
 
-def probe_task(model, datasets, tokenizer, output_dir: Path, folds: int = 5) -> dict:
-    check_autoencoder(model, "probe")
-    for split in ("train", "test"):
-        if "label" not in datasets[split].column_names:
-            raise TaskNotApplicable(
-                f"probe needs class labels; the {split} split has no 'label' column (columns: "
-                f"{datasets[split].column_names}): choose a labelled data set or pass --label_column"
-            )
-    # The probe of scripts/probe_svm.py, feature set by feature set, through the svm_probe metric module (which
-    # calls the same svm_accuracy), plus its pooled k-fold cross-validation.
-    train_labels, test_labels = (np.asarray(datasets[s]["label"]) for s in ("train", "test"))
-    train_latents, test_latents = (encode_dataset(model, datasets[s], tokenizer) for s in ("train", "test"))  # (N, T, d)
-    feature_sets = {
-        "latents_concatenated": (train_latents.reshape(len(train_labels), -1), test_latents.reshape(len(test_labels), -1)),
-        "latents_mean_pooled": (train_latents.mean(1), test_latents.mean(1)),
-        "raw_inputs": (raw_features(datasets["train"], tokenizer), raw_features(datasets["test"], tokenizer)),
-    }
+def probe_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str, folds: int = 5) -> dict:
+    require_encode_decode(model, "probe")
+    try:
+        inputs = probe_features(model, datasets, tokenizer)
+    except MissingLabels as error:
+        raise TaskNotApplicable(f"{error}: choose a labelled data set") from error
+    train_labels, test_labels = inputs["train_labels"], inputs["test_labels"]
     metric = load_metric("svm_probe")
-    results = {"latent_shape": list(train_latents.shape[1:]), "train_samples": len(train_labels),
+    results = {"latent_shape": list(inputs["train_latents"].shape[1:]), "train_samples": len(train_labels),
                "test_samples": len(test_labels), "num_classes": len(set(train_labels.tolist())),
                "metric_module": "svm_probe", "cross_validation": {}}
-    for name, (train_features, test_features) in feature_sets.items():
+    for name, (train_features, test_features) in inputs["feature_sets"].items():
         figures = metric.compute(predictions=test_features, references=test_labels, train_features=train_features,
                                  train_labels=train_labels, folds=folds)
-        results[name] = figures["accuracy"]
-        results["chance"] = figures["chance"]
+        results[name], results["chance"] = figures["accuracy"], figures["chance"]
         results["cross_validation"][name] = {"mean": figures["cv_mean"], "std": figures["cv_std"],
                                              "folds": figures["cv_folds"], "scores": figures["cv_scores"]}
-    labels = np.concatenate([train_labels, test_labels])
-    latents = np.concatenate([train_latents, test_latents])
-    test_count = len(datasets["test"])
-    projection = save_latent_projection(latents[-test_count:].reshape(test_count, -1), labels[-test_count:],
+    test_latents = inputs["test_latents"]
+    projection = save_latent_projection(test_latents.reshape(len(test_labels), -1), test_labels,
                                         output_dir / "latent_projection.png", "test latents, PCA, by label")
     return {**results, "projection": projection, "figure": "latent_projection.png"}
 
 
-def interpolation_pairs(num_rows: int, num_pairs: int, seed: int = 0) -> list[tuple[int, int]]:
-    from .interpolation import sample_pairs
-
-    return sample_pairs(num_rows, num_pairs, seed=seed)
-
-
 @torch.no_grad()
-def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str = "",
+def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str,
                        num_pairs: int = INTERPOLATION_PAIRS, num_points: int = INTERPOLATION_POINTS) -> dict:
-    import difflib
-
-    from ..models.patch_vae.pipeline_autoencoder import python_is_valid
-    from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
-    from .interpolation import python_is_nontrivial
-
-    check_autoencoder(model, "interpolation")
+    require_encode_decode(model, "interpolation")
     if getattr(model.config, "skip_connections", False):
         raise TaskNotApplicable("interpolation decodes mixed latents alone; this UNetAe passes skip features from the "
                                 "encoder to the decoder, which have no interpolation")
@@ -216,37 +182,31 @@ def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_nam
                                 f"--dataset digits (got {dataset_name!r})")
     if text and tokenizer is None:
         raise TaskNotApplicable("interpolation of text needs the model's tokenizer")
-    model.eval()
-    pairs = interpolation_pairs(len(test), num_pairs)
-    ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
+    pairs = sample_pairs(len(test), num_pairs, seed=0)
     step_sizes, valid, novel, nontrivial, strips = [], [], [], [], []
     if text:
         texts = list(test["text"])
+        for (i, j), path in zip(pairs, decode_text_paths(model, tokenizer, texts, pairs, num_points, "slerp")):
+            path_valid, path_novel, path_nontrivial = judge_text_path(path, texts[i], texts[j], "python")
+            valid.append(path_valid)
+            novel.append(path_novel)
+            nontrivial.append(path_nontrivial)
+            step_sizes.append([1 - difflib.SequenceMatcher(None, a, b).ratio() for a, b in zip(path, path[1:])])
     else:
+        model.eval()
         images = test.with_format("torch", columns=["pixel_values"])[:]["pixel_values"]  # (N, 1, S, S)
         classifier, _, _ = digit_classifier(images.shape[-1])
-    for i, j in pairs:
-        if text:
-            batch = tokenizer([texts[i], texts[j]], padding=True, return_tensors="pt").to(model.device)
-            latents = model.encode(**batch).latents
-        else:
+        ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
+        for i, j in pairs:
             latents = model.encode(pixel_values=images[[i, j]].to(model.device, model.dtype)).latents
-        path = model.interpolate_latents(latents[0], latents[1], ratios, "slerp")  # (P, *latent shape)
-        if text:
-            decoded = tokenizer.batch_decode(model.generate(path).tolist(), skip_special_tokens=True)
-            ends = {texts[i], texts[j], decoded[0], decoded[-1]}
-            step_sizes.append([1 - difflib.SequenceMatcher(None, a, b).ratio() for a, b in zip(decoded, decoded[1:])])
-            valid.append([python_is_valid(t) for t in decoded[1:-1]])
-            novel.append([t not in ends for t in decoded[1:-1]])
-            nontrivial.append([python_is_nontrivial(t) for t in decoded[1:-1]])
-        else:
+            path = model.interpolate_latents(latents[0], latents[1], ratios, "slerp")  # (P, *latent shape)
             decoded = model.decode(path).reconstruction.float().clamp(0, 1).cpu()  # (P, 1, S, S)
             flat = decoded.flatten(1)
             step_sizes.append((flat[1:] - flat[:-1]).pow(2).mean(1).tolist())
             confident = classifier.predict_proba(flat.double().numpy()).max(1) >= CONFIDENCE_THRESHOLD
             valid.append(confident[1:-1].tolist())
-            distance_to_ends = torch.stack([(flat - flat[0]).pow(2).mean(1), (flat - flat[-1]).pow(2).mean(1)]).min(0).values
-            novel.append((distance_to_ends[1:-1] > SAME_IMAGE_MSE).tolist())
+            to_ends = torch.stack([(flat - flat[0]).pow(2).mean(1), (flat - flat[-1]).pow(2).mean(1)]).min(0).values
+            novel.append((to_ends[1:-1] > SAME_IMAGE_MSE).tolist())
             if len(strips) < INTERPOLATION_PATHS_SHOWN:
                 strips.append(decoded)
     figures = load_metric("interpolation_paths").compute(
@@ -273,7 +233,7 @@ def generators(model) -> dict:
 
 
 @torch.no_grad()
-def generation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str = "", num_samples: int = 200,
+def generation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str, num_samples: int = 200,
                     seed: int = 0) -> dict:
     if is_text_model(model):
         raise TaskNotApplicable("generation is judged on digit images by the reference digit classifier; samples of "
@@ -335,18 +295,15 @@ def evaluate_model(model, datasets, tasks, output_dir, tokenizer=None, model_nam
             results["tasks"][task] = {"error": f"unknown task {task!r}; the tasks are {list(TASKS)}"}
             continue
         try:
-            extra = {"dataset_name": dataset_name} if task in ("generation", "interpolation") else {}
-            results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir, **extra)
+            results["tasks"][task] = TASK_FUNCTIONS[task](model, datasets, tokenizer, output_dir, dataset_name)
         except TaskNotApplicable as error:
             results["tasks"][task] = {"error": str(error)}
     if dataset_name == "digits" and any(task in results["tasks"] and "error" not in results["tasks"][task]
                                         for task in ("interpolation", "generation")):
-        from .digit_classifier import digit_classifier
-
         image_size = len(datasets["test"][0]["pixel_values"][0])  # a row's pixel_values: (C, H, W) lists
         _, accuracy, real_confident = digit_classifier(image_size)
         results["reference_digit_classifier"] = {"test_accuracy": accuracy, "real_test_digits_confident_share": real_confident}
-    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -361,8 +318,6 @@ CARD_RESULTS = {
 
 def card_eval_results(results: dict, is_text: bool) -> list:
     """The figures of `evaluate_model`'s results as huggingface_hub `EvalResult`s for the card's model-index."""
-    from huggingface_hub import EvalResult
-
     dataset = results["dataset"]
     entries = []
 
@@ -392,29 +347,26 @@ def card_eval_results(results: dict, is_text: bool) -> list:
     return entries
 
 
+def result_key(entry) -> tuple:
+    """What makes two model-index entries the same result: task, data set, metric name."""
+    return entry.task_type, entry.dataset_name, entry.metric_name
+
+
 def update_model_card(model_name_or_path: str, results: dict, is_text: bool, output_path: Path):
     """The model's card (its folder's README.md, or the Hub repo's) with `results` in its model-index: entries of
     the same task, data set and metric name are replaced, others kept. Written to `output_path` (through a
     temporary file, so a failure leaves what was there); the model's own folder is not touched."""
-    import os
-    import tempfile
-
-    from huggingface_hub import ModelCard, ModelCardData
-
     local = Path(model_name_or_path) / "README.md"
     if Path(model_name_or_path).is_dir():
         card = ModelCard(local.read_text()) if local.exists() else ModelCard.from_template(ModelCardData())
     else:
-        from huggingface_hub.errors import EntryNotFoundError
-
         try:
             card = ModelCard.load(model_name_or_path)
         except EntryNotFoundError:  # a repo without a README.md: start a card
             card = ModelCard.from_template(ModelCardData())
     new = card_eval_results(results, is_text)
-    key = lambda entry: (entry.task_type, entry.dataset_name, entry.metric_name)  # noqa: E731
-    replaced = {key(entry) for entry in new}
-    kept = [entry for entry in (card.data.eval_results or []) if key(entry) not in replaced]
+    replaced = {result_key(entry) for entry in new}
+    kept = [entry for entry in (card.data.eval_results or []) if result_key(entry) not in replaced]
     card.data.eval_results = kept + new
     if not card.data.model_name:
         card.data.model_name = Path(model_name_or_path).name
@@ -427,12 +379,6 @@ def update_model_card(model_name_or_path: str, results: dict, is_text: bool, out
         if os.path.exists(temporary):
             os.remove(temporary)
     return card
-
-
-def _json_default(value):
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def format_results(results: dict) -> str:

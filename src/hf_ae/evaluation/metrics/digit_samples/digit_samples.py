@@ -5,7 +5,7 @@ import evaluate
 import numpy as np
 from scipy import linalg
 
-from hf_ae.evaluation.digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
+from hf_ae.evaluation.digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier, judge_digit_samples
 
 _DESCRIPTION = """
 The reference digit classifier (`hf_ae.evaluation.digit_classifier`: an RBF SVC trained deterministically on the
@@ -65,18 +65,13 @@ class DigitSamples(evaluate.Metric):
             raise ValueError(f"expected flattened grey-scale 8x8, 16x16 or 32x32 digits, got {samples.shape[1]} values each")
         if len(samples) < 2 or len(real) < 2:
             raise ValueError("the Fréchet distance needs at least 2 samples and 2 references")
-        classifier, accuracy, real_confident = digit_classifier(size)
-        probabilities = classifier.predict_proba(samples)  # (n, 10)
-        confident = probabilities.max(1) >= threshold
-        counts = np.bincount(probabilities.argmax(1)[confident], minlength=10)
+        # confident share, classes covered and their counts, the classifier's own figures: the shared judge
+        verdict = judge_digit_samples(samples.reshape(len(samples), 1, size, size), threshold)
+        counts = np.asarray(verdict["confident_class_counts"])
         shares = counts[counts > 0] / counts.sum() if counts.sum() else np.zeros(0)
+        classifier, _, _ = digit_classifier(size)
         return {
-            "confident_share": float(confident.mean()),
-            "classes_covered": int((counts > 0).sum()),
+            **verdict,
             "class_entropy_bits": float(max(0.0, -(shares * np.log2(shares)).sum())),
-            "confident_class_counts": counts.tolist(),
             "frechet_distance": frechet_distance(classifier.decision_function(samples), classifier.decision_function(real)),
-            "classifier_test_accuracy": accuracy,
-            "real_test_digits_confident_share": real_confident,
-            "num_samples": int(len(samples)),
         }

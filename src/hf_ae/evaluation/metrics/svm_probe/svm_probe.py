@@ -4,8 +4,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from hf_ae.evaluation.probe import svm_accuracy
-from hf_ae.evaluation.suite import cross_validated_svm
+from hf_ae.evaluation.probe import cross_validated_svm, svm_accuracy
 
 _DESCRIPTION = """
 The probe of `scripts/probe_svm.py` (the same function, `hf_ae.evaluation.probe.svm_accuracy`): a standardised
