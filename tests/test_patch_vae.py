@@ -192,3 +192,15 @@ def test_interpolate_path_has_both_ends():
 def test_attention_is_sdpa_by_default():
     model = PatchVaeModel(PatchVaeConfig(**TINY))
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_pixel_value_check_is_skipped_only_in_training_steps_off_the_cpu():
+    """The NaN check reads the tensor back (a device sync per step on an accelerator); meta tensors stand in for an
+    accelerator here: reading them fails, so a skipped check is one that did not read."""
+    model = PatchVaeModel(PatchVaeConfig(**TINY)).train()
+    nan = torch.full((1, TINY.get("num_channels", 1), TINY["image_size"], TINY["image_size"]), float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        model.check_pixel_values(nan)
+    model.check_pixel_values(nan.to("meta"))
+    with pytest.raises(Exception, match="meta"):
+        model.eval().check_pixel_values(nan.to("meta"))

@@ -239,3 +239,25 @@ def test_reproduce_command_parses_back_to_the_same_arguments():
     assert "somewhere" not in command  # where a run writes does not change what it trains
     reparsed = parse_args(shlex.split(command)[2:] + ["--output_dir", "somewhere"])
     assert [vars(group) for group in reparsed] == [vars(group) for group in parse_args(argv)]
+
+
+def test_torch_compile_option_trains_and_saves_the_plain_model(tmp_path):
+    """--torch_compile True: Accelerate's inductor backend compiles the model (a subprocess: the dynamo state is per
+    process); the loss falls and the saved weights load into a plain model under their own names."""
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "6", "--torch_compile", "True",
+                                                  "--probe", "False")],
+        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((output_dir / "training_args.json").read_text())["torch_compile"] is True
+    weights = load_file(output_dir / "model.safetensors")
+    assert weights and not any(name.startswith("_orig_mod") for name in weights)
+    from hf_ae import PatchVaeModel
+
+    fresh = PatchVaeModel.from_pretrained(output_dir)
+    assert set(fresh.state_dict()) == set(weights)
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    losses = [record["loss"] for record in history if "loss" in record]
+    assert losses[-1] < losses[0]

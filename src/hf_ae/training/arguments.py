@@ -90,6 +90,11 @@ class TrainArguments:
     max_steps: int = field(default=-1, metadata={"help": "Optimisation steps to train; overrides num_train_epochs."})
     gradient_accumulation_steps: int = field(default=1)
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model (Accelerate's dynamo backend, inductor): faster steps after a "
+                  "compilation of a minute or more; the saved model is the plain one."},
+    )
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even where a GPU is available."})
     seed: int = field(default=42, metadata={"help": "Seed for the model, the data order and the posterior noise."})
     group_by_length: bool = field(

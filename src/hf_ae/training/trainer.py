@@ -128,6 +128,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         # only when told cpu=True; without it each process would train alone.
         cpu=train_args.cpu or not has_accelerator_device(),
         mixed_precision=train_args.mixed_precision,
+        dynamo_backend="inductor" if train_args.torch_compile else "no",
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         log_with=None if train_args.report_to == "none" else train_args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),

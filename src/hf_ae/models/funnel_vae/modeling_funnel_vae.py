@@ -252,9 +252,11 @@ def mmd_loss(latents: torch.Tensor, prior_samples: torch.Tensor, kernel: str = "
             total = total + (c / (c + distances) if kernel == "imq" else torch.exp(-distances / c))
         return total
 
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=latents.device)
-    k_zz = kernel_matrix(latents, latents)[off_diagonal].mean()
-    k_pp = kernel_matrix(prior_samples, prior_samples)[off_diagonal].mean()
+    def off_diagonal_mean(kernel):  # (n, n) -> mean over i != j; no boolean indexing (a host sync on a GPU)
+        return (kernel.sum() - kernel.diagonal().sum()) / (n * (n - 1))
+
+    k_zz = off_diagonal_mean(kernel_matrix(latents, latents))
+    k_pp = off_diagonal_mean(kernel_matrix(prior_samples, prior_samples))
     k_zp = kernel_matrix(latents, prior_samples).mean()
     return k_zz + k_pp - 2.0 * k_zp
 
@@ -276,6 +278,11 @@ def t5_layer_config(config: FunnelVaeConfig, is_decoder: bool, num_heads: int) -
         is_decoder=is_decoder,
         use_cache=False,
     )
+    if t5_config.dense_act_fn == "gelu_new":
+        # T5's "gated-gelu" names gelu_new, the tanh approximation written as eight element-wise tensor ops (a
+        # fifth of a CPU training step, profiled in benchmarks/RESULTS.md); gelu_pytorch_tanh is the same function
+        # in one fused kernel (and a fused backward).
+        t5_config.dense_act_fn = "gelu_pytorch_tanh"
     # Follow the attention implementation chosen for the whole model (SDPA unless asked otherwise).
     t5_config._attn_implementation = config._attn_implementation or "sdpa"
     return t5_config
@@ -480,6 +487,10 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             raise ValueError(
                 f"attention_mask must have the shape of {name} {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
             )
+        if self.training and input_ids.device.type != "cpu":
+            # Reading the ids back is a host-device sync that stalls every training step on an accelerator; the
+            # training script's ids come from the model's own tokenizer. Evaluation and inference still check.
+            return
         low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync, not two
         if low < -100 or high >= config.vocab_size or (-100 < low < 0):
             raise ValueError(f"{name} must hold token ids in [0, {config.vocab_size}), got values in [{low}, {high}]")
@@ -504,7 +515,9 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
         if pixel_values.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        if not torch.isfinite(pixel_values).all():
+        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
+        # step, and the training script's images are decoded from files). Evaluation and inference still check.
+        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
             raise ValueError(f"{name} contains NaN or infinite values")
 
     def _check_latents(self, latents):

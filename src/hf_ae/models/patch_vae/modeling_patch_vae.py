@@ -533,7 +533,9 @@ class PatchVaeModel(PatchVaePreTrainedModel):
             raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
         if pixel_values.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        if not torch.isfinite(pixel_values).all():
+        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
+        # step, and the training script's images are decoded from files). Evaluation and inference still check.
+        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
             raise ValueError(f"{name} contains NaN or infinite values")
 
     def check_latents(self, latents) -> None:
@@ -645,7 +647,9 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         targets = pixel_values if labels is None else labels
         if labels is not None:
             self.check_pixel_values(labels, name="labels")
-        if self.config.reconstruction_loss == "bce" and ((targets < 0).any() or (targets > 1).any()):
+        # as in check_pixel_values: no read-back (a device sync) in training steps off the CPU
+        values_checked = isinstance(targets, torch.Tensor) and (targets.device.type == "cpu" or not self.training)
+        if self.config.reconstruction_loss == "bce" and values_checked and ((targets < 0).any() or (targets > 1).any()):
             raise ValueError(
                 "reconstruction_loss='bce' needs targets in [0, 1], got values in "
                 f"[{targets.min().item():.3g}, {targets.max().item():.3g}]"

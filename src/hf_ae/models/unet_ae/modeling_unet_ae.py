@@ -430,7 +430,9 @@ class UNetAeModel(UNetAePreTrainedModel):
             raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
         if pixel_values.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        if not torch.isfinite(pixel_values).all():
+        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
+        # step, and the training script's images are decoded from files). Evaluation and inference still check.
+        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
             raise ValueError(f"{name} contains NaN or infinite values")
 
     def check_latents(self, latents) -> None:
