@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 GOALS = {"speed_ratio": 1.0, "funnel_mfu": 0.30}
+# The pairs with a speed goal (issue 7); the UNetAe rows are measured beside them without one.
+GOAL_PAIRS = {("PatchVae", "diffusers AutoencoderKL"), ("FunnelVae", "T5ForConditionalGeneration AE")}
 
 
 def _mib(n: float) -> str:
@@ -154,7 +156,9 @@ def quality_section(record: dict) -> list[str]:
     if "skipped" in quality or "error" in quality:
         return [f"Not run: {quality.get('skipped') or quality.get('error')}."]
     lines = [f"digits 8×8, latent size 8, the same train/test split, {quality['epochs']} epochs (batch "
-             f"{quality['batch_size']}) each. Test MSE per pixel and the SVM probe (5-fold on test latents).", "",
+             f"{quality['batch_size']}) each, Adam(W) at lr 1e-3. Test MSE per pixel of the decoded posterior mean; SVM "
+             "probe: an RBF SVC on the train latents (C and gamma by 5-fold CV there) scored on the test latents. "
+             f"pythae {quality.get('pythae_version', '')} with its default MLP networks and losses.", "",
              "| model | test MSE | SVM probe | training seconds |", "|---|---|---|---|"]
     for row in quality["rows"]:
         lines.append(f"| {row['name']} | {row['mse']:.4f} | {100 * row['probe']:.1f}% | {row['seconds']:.0f} |")
@@ -185,7 +189,9 @@ def plot(record: dict, results_dir: Path, tag: str) -> dict[str, str]:
                 axes[row, column].set(xscale="log", yscale="log", xlabel=f"{unit} (batch {8 if kind == 'text' else 16})",
                                       ylabel=what)
                 axes[row, column].set_xticks(sorted({p[key] for pts in scaling[kind].values() for p in pts}))
-                axes[row, column].get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                for axis in (axes[row, column].xaxis, axes[row, column].yaxis):
+                    axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no "3×10^1" between the sizes
                 axes[row, column].legend(fontsize=8)
         figure.suptitle(f"Scaling ({record['machine']})", fontsize=9)
         figure.tight_layout()
@@ -221,9 +227,12 @@ def goals(record: dict) -> list[str]:
             if "error" in peer:
                 continue
             ratio = ours[key] / peer[key]
-            met = "met" if ratio >= GOALS["speed_ratio"] else "NOT met"
-            lines.append(f"- {ours['name']} vs {peer['name']}: {ratio:.2f}× {key.split('_')[0]}/s "
-                         f"(goal ≥ {GOALS['speed_ratio']:.1f}×): {met}")
+            if (ours["name"], peer["name"]) in GOAL_PAIRS:
+                met = "met" if ratio >= GOALS["speed_ratio"] else "NOT met"
+                verdict = f"(goal ≥ {GOALS['speed_ratio']:.1f}×): {met}"
+            else:
+                verdict = "(measured; no goal)"
+            lines.append(f"- {ours['name']} vs {peer['name']}: {ratio:.2f}× {key.split('_')[0]}/s {verdict}")
     peak = _peak(record)
     if results.get("mfu") and peak and record["device"] == "cpu":
         best = max((r for r in results["mfu"] if "error" not in r), key=lambda r: r["flops_per_second"], default=None)

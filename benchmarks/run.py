@@ -87,7 +87,11 @@ def job_train_step(spec: dict) -> dict:
             loss.backward()
             optimizer.step()
 
-        seconds, steps = time_steps(step, device, warmup=spec.get("warmup", 3), min_steps=spec.get("min_steps", 5),
+        warmup = spec.get("warmup", 3)
+        if spec.get("compile"):
+            # Every distinct batch shape once before the clock starts: a new text length can cost a recompilation.
+            warmup = max(warmup, len(batches) + 1)
+        seconds, steps = time_steps(step, device, warmup=warmup, min_steps=spec.get("min_steps", 5),
                                     max_steps=spec.get("max_steps", 60), min_seconds=spec.get("seconds", 8.0))
     # FLOPs of each distinct batch (text batches differ in length), outside the timed region; the timed steps
     # cycle through the batches, so their mean is the mean FLOPs of a timed step.

@@ -122,9 +122,9 @@ def test_generation_job_decodes_the_same_texts_with_and_without_the_cache():
 
 
 def _record(ours_rate, peer_rate):
-    row = {"name": "Ours", "description": "d", "parameters": 1e6, "samples_per_second": ours_rate,
+    row = {"name": "PatchVae", "description": "d", "parameters": 1e6, "samples_per_second": ours_rate,
            "flops_per_step": 1e9, "flops_per_second": 1e9 * ours_rate, "peak_memory_bytes": 2**20}
-    peer = {**row, "name": "Peer", "samples_per_second": peer_rate, "flops_per_second": 1e9 * peer_rate}
+    peer = {**row, "name": "diffusers AutoencoderKL", "samples_per_second": peer_rate, "flops_per_second": 1e9 * peer_rate}
     return {"machine": "test machine", "device": "cpu", "precision": "fp32", "compile": False, "quick": True,
             "date": "today", "command": "python -m benchmarks.run", "wall_seconds": 60,
             "results": {"matmul": {"flops_per_second": {"fp32": 1e11}, "threads": 2},

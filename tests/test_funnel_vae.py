@@ -401,3 +401,17 @@ def test_token_value_check_is_skipped_only_in_training_steps_off_the_cpu():
     model._check_text(bad.to("meta"), None)  # training, off the CPU: no read-back
     with pytest.raises(Exception, match="meta"):
         model.eval()._check_text(bad.to("meta"), None)
+
+
+def test_noise_helpers_draw_like_torch_and_take_symbolic_sizes_under_torch_compile():
+    """torch.randn(generator=) rejects the symbolic sizes of a dynamic-shape torch.compile graph (FunnelVae's MMD
+    prior under train.py --torch_compile failed on the second text batch length); the helpers draw the same numbers
+    as torch.randn / torch.rand."""
+    from hf_ae.models.funnel_vae.modeling_funnel_vae import rand_with_generator, randn_with_generator
+
+    for helper, reference in ((randn_with_generator, torch.randn), (rand_with_generator, torch.rand)):
+        drawn = helper((3, 4), torch.Generator().manual_seed(5), torch.device("cpu"), torch.float32)
+        assert torch.equal(drawn, reference(3, 4, generator=torch.Generator().manual_seed(5)))
+        compiled = torch.compile(lambda x, h=helper: h(x.shape, None, x.device, x.dtype), dynamic=True, backend="eager")
+        for rows in (3, 5):
+            assert compiled(torch.zeros(rows, 4)).shape == (rows, 4)

@@ -186,13 +186,18 @@ def lerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float) ->
 def randn_with_generator(shape, generator, device, dtype) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
     noise_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32).to(device, dtype)
+    # empty().normal_() draws what torch.randn draws from the same generator, and unlike torch.randn(generator=)
+    # it takes the symbolic sizes of a torch.compile graph with dynamic shapes (text batches vary in length).
+    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).normal_(generator=generator)
+    return noise.to(device, dtype)
 
 
 def rand_with_generator(shape, generator, device, dtype) -> torch.Tensor:
     """Uniform [0, 1) noise drawn on the generator's device."""
     noise_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=noise_device, dtype=torch.float32).to(device, dtype)
+    # empty().uniform_(): torch.rand's draw, and symbolic sizes work under torch.compile (see randn_with_generator)
+    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).uniform_(generator=generator)
+    return noise.to(device, dtype)
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -173,7 +173,10 @@ def lerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float) ->
 def randn_with_generator(shape, generator, device, dtype) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
     noise_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32).to(device, dtype)
+    # empty().normal_() draws what torch.randn draws from the same generator, and unlike torch.randn(generator=)
+    # it takes the symbolic sizes of a torch.compile graph with dynamic shapes (text batches vary in length).
+    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).normal_(generator=generator)
+    return noise.to(device, dtype)
 
 
 def randn_like_with_generator(tensor: torch.Tensor, generator) -> torch.Tensor:
