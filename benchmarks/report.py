@@ -88,7 +88,10 @@ def mfu_section(record: dict) -> list[str]:
         profile = profile or result.get("profile")
     if profile:
         lines += ["", "Where the time of a python-lines step goes (torch.profiler, 3 steps, by self time):", "",
-                  "```", profile.rstrip(), "```"]
+                  "```", profile.rstrip(), "```", "",
+                  "Before FunnelVae's T5 layers ran `gelu_pytorch_tanh` (commit 93d3c65), `aten::mul` took 20–29% of "
+                  "this table, with `aten::pow` and `aten::tanh_backward` after it: T5's `gelu_new`, eight "
+                  "element-wise ops; the same three steps took 2.16 s instead of 1.94 s."]
     return lines
 
 
@@ -189,9 +192,11 @@ def plot(record: dict, results_dir: Path, tag: str) -> dict[str, str]:
                 axes[row, column].set(xscale="log", yscale="log", xlabel=f"{unit} (batch {8 if kind == 'text' else 16})",
                                       ylabel=what)
                 axes[row, column].set_xticks(sorted({p[key] for pts in scaling[kind].values() for p in pts}))
+                # labels at the measured sizes and at 1-2-5 steps of the values, no "3×10^1" minor labels
+                axes[row, column].yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 for axis in (axes[row, column].xaxis, axes[row, column].yaxis):
                     axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-                    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no "3×10^1" between the sizes
+                    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
                 axes[row, column].legend(fontsize=8)
         figure.suptitle(f"Scaling ({record['machine']})", fontsize=9)
         figure.tight_layout()
