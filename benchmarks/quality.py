@@ -51,6 +51,7 @@ def train_pythae(kind: str, train_images, epochs: int, device: str, output_dir: 
 
 def compare_with_pythae(epochs: int, device: str = "cpu") -> dict:
     from benchmarks.patch_vae_digits import RUNS
+    from hf_ae import PatchVaeModel
     from hf_ae.data.digits import digits_arrays
     from hf_ae.training import parse_args, train
 
@@ -81,8 +82,6 @@ def compare_with_pythae(epochs: int, device: str = "cpu") -> dict:
             start = time.perf_counter()
             train(*parse_args(argv))
             seconds = time.perf_counter() - start
-            from hf_ae import PatchVaeModel
-
             model = PatchVaeModel.from_pretrained(output_dir).eval()
             scores = _scores(lambda x, m=model: m.encode(pixel_values=x).latents,
                              lambda z, m=model: m.decode(z).reconstruction,

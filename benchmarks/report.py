@@ -75,9 +75,11 @@ def mfu_section(record: dict) -> list[str]:
     peak = _peak(record)
     lines = ["| batch | tokens/batch (padded) | s/step | tokens/s | GFLOP/step | achieved GFLOP/s | MFU |",
              "|---|---|---|---|---|---|---|"]
-    labels = ["python-lines, 64 lines", "128-token texts × 64", "512-token texts × 16"]
     profile = None
-    for label, result in zip(labels, record["results"]["mfu"]):
+    for result in record["results"]["mfu"]:
+        data = result["data"]
+        label = (f"python-lines, {data['batch_size']} lines" if data["kind"] == "python-lines"
+                 else f"{data['length']}-token texts × {data['batch_size']}")
         if "error" in result:
             lines.append(f"| {label} | failed: {result['error']} | | | | | |")
             continue

@@ -283,8 +283,8 @@ def run_sections(args) -> dict:
     if "mfu" in args.sections:
         print("FunnelVae MFU at hidden 256", flush=True)
         results["mfu"] = [
-            run_job({"job": "train_step", "model": "funnel_vae", "data": data, **base, **timing,
-                     "profile": data["kind"] == "python-lines"})
+            {"data": data, **run_job({"job": "train_step", "model": "funnel_vae", "data": data, **base, **timing,
+                                      "profile": data["kind"] == "python-lines"})}
             for data in ({"kind": "python-lines", "batch_size": 64},
                          {"kind": "long-text", "length": 128, "batch_size": 64},
                          {"kind": "long-text", "length": 512, "batch_size": 16})

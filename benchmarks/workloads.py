@@ -183,6 +183,13 @@ def autoencoder_kl(batches, block_out_channels=(64, 96, 192), layers_per_block=1
     )
 
 
+def add_fixed_noise(batches: list[dict], noise_std: float) -> None:
+    """The denoisers' input noise, drawn once per batch (batch["noise"]) so every model sees the same noisy inputs
+    and no step times the drawing."""
+    for batch in batches:
+        batch["noise"] = torch.randn_like(batch["pixel_values"]) * noise_std
+
+
 UNET_CHANNELS = (32, 64, 128)
 # The diffusers peers at UNetAe's parameter count (835k): AutoencoderKL 880k, UNet2DModel 823k. Their resnets
 # have two 3x3 convolutions and GroupNorm each, so the same channels would give them 3x the parameters.
@@ -199,11 +206,10 @@ def unet_ae(batches, noise_std=0.3, **_):
         layers_per_block=1,
     )
     model = UNetAeModel(config)
-    noise = [torch.randn_like(b["pixel_values"]) * noise_std for b in batches]
+    add_fixed_noise(batches, noise_std)
 
     def loss(m, batch):
-        index = next(i for i, b in enumerate(batches) if b is batch)
-        return m(pixel_values=batch["pixel_values"] + noise[index], labels=batch["pixel_values"]).loss
+        return m(pixel_values=batch["pixel_values"] + batch["noise"], labels=batch["pixel_values"]).loss
 
     return Workload("UNetAe", model, batches, loss, batches[0]["pixel_values"].shape[0], None,
                     f"channels {list(UNET_CHANNELS)}, 1 resnet per level, denoising (sigma {noise_std})")
@@ -226,13 +232,12 @@ def unet2d(batches, noise_std=0.3, **_):
         block_out_channels=PEER_UNET_CHANNELS, layers_per_block=1, norm_num_groups=8,
         down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
     )
-    noise = [torch.randn_like(b["pixel_values"]) * noise_std for b in batches]
+    add_fixed_noise(batches, noise_std)
     timestep = torch.zeros((), dtype=torch.long, device=batches[0]["pixel_values"].device)
 
     def loss(m, batch):
-        index = next(i for i, b in enumerate(batches) if b is batch)
         clean = batch["pixel_values"]
-        return F.mse_loss(m(clean + noise[index], timestep).sample, clean)
+        return F.mse_loss(m(clean + batch["noise"], timestep).sample, clean)
 
     return Workload("diffusers UNet2DModel", model, batches, loss, batches[0]["pixel_values"].shape[0], None,
                     f"channels {list(PEER_UNET_CHANNELS)}, 1 resnet per level, no attention, timestep 0, denoising")
