@@ -35,6 +35,10 @@ CONFIGS = {
     "cycle_acai": ("cycle_weight=0.1,critic_weight=0.1", "", 256, 2e-3),
     # A byte-level BPE of 1024 tokens: about 3x fewer tokens per line.
     "bpe": ("", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
+    # Four decoder layers instead of two (1.49M parameters): a stronger language model in the decoder.
+    "dec4": ("decoder_num_layers=4", "", 256, 2e-3),
+    # Both: four decoder layers over a BPE of 1024 tokens.
+    "bpe_dec4": ("decoder_num_layers=4", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
     # Wider and deeper: ~6M parameters.
     "wide": ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
              "block_sizes=[2,2,2],decoder_num_layers=4", "", 256, 1e-3),
