@@ -84,7 +84,10 @@ class FunnelVaeConfig(PretrainedConfig):
         decoder_aligned_latents (`bool`, *optional*, defaults to `True`):
             Text only: besides cross-attending to all latents, decoder position t adds the latent token that
             covers it (latent `t // pooling_factor`), like the reference's latents "repeated back to the sequence
-            length". Information still passes only through the latents.
+            length". Information still passes only through the latents. The trade-off (python-lines, 2000 steps,
+            README): aligned latents reconstruct better (84% vs 78% token accuracy) but each latent then codes a
+            fixed span of bytes, so interpolated codes decode to byte-by-byte mixes (51% of interpolation points
+            parse vs 66%); turn it off when interpolations matter more than exact reconstruction.
         decoder_sliding_window (`int`, *optional*):
             Text only: each decoder position attends to itself and the `decoder_sliding_window - 1` positions
             before it (with several layers the receptive field grows layer by layer). `None` = full causal
