@@ -39,6 +39,8 @@ CONFIGS = {
     "dec4": ("decoder_num_layers=4", "", 256, 2e-3),
     # Both: four decoder layers over a BPE of 1024 tokens.
     "bpe_dec4": ("decoder_num_layers=4", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
+    # Without aligned latents: valid, novel interpolations at a cost in reconstruction (README), trained longer.
+    "unaligned": ("decoder_num_layers=4,decoder_aligned_latents=False", "", 256, 2e-3),
     # Wider and deeper: ~6M parameters.
     "wide": ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
              "block_sizes=[2,2,2],decoder_num_layers=4", "", 256, 1e-3),
