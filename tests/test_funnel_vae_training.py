@@ -17,9 +17,10 @@ from test_hub import push_in_subprocess, run_client
 from transformers import AutoTokenizer, ByT5Tokenizer
 
 import hf_ae.training.trainer as trainer_module
-from hf_ae import FunnelVaeModel
+from hf_ae import FunnelVaeConfig, FunnelVaeModel
 from hf_ae.data import load_dataset_for_training
 from hf_ae.training import parse_args, train
+from hf_ae.training.artifacts import render_card
 
 TINY_TEXT = (
     "hidden_size=16,intermediate_size=32,num_attention_heads=2,decoder_num_attention_heads=2,block_sizes=[1,1],"
@@ -86,6 +87,25 @@ def text_run(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------- text
+@pytest.mark.parametrize("aligned", [True, False])
+def test_card_states_the_aligned_latents_trade_off(aligned):
+    """The card says which way the decoder reads the latents and what that costs: users pick
+    decoder_aligned_latents=False for interpolation from it."""
+    config = FunnelVaeConfig(vocab_size=259, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                             decoder_num_attention_heads=2, block_sizes=[1, 1], decoder_num_layers=1, latent_dim=4,
+                             decoder_aligned_latents=aligned)
+    context = {"dataset": "python-lines", "model_name": "m", "train_args": {}, "epochs": 1.0,
+               "train_runtime_seconds": 1.0}
+    card = str(render_card(FunnelVaeModel(config), {"token_accuracy": 0.5}, context))
+    limitations = card.split("## Limitations")[1]
+    assert ("each position also adding the latent that covers it" in card) == aligned
+    assert "A T5 decoder of 1 layer cross-attends" in card
+    if aligned:
+        assert "fixed span of 2 tokens" in limitations and "train with `decoder_aligned_latents=False`" in limitations
+    else:
+        assert "cross-attention alone" in limitations and "fixed span" not in limitations
+
+
 def test_text_run_writes_model_tokenizer_samples_card_and_metrics(text_run):
     output_dir, results, texts, trained_latents = text_run
     files = {p.name for p in output_dir.iterdir()}
