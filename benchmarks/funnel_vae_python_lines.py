@@ -123,9 +123,10 @@ def main(argv=None):
     # 3. Interpolation validity on held-out pairs.
     pairs = sample_pairs(len(texts), args.num_pairs, seed=0)
     interpolation = text_interpolation_metrics(model, tokenizer, texts, pairs, num_points=11, method="slerp")
-    figures.update({k: interpolation[k] for k in ("valid", "valid_novel", "valid_novel_nontrivial")})
+    shares = ("valid", "valid_novel", "valid_novel_nontrivial")
+    figures.update({k: interpolation[k] for k in shares + tuple(f"{name}_stderr" for name in shares)})
     lerp = text_interpolation_metrics(model, tokenizer, texts, pairs, num_points=11, method="lerp")
-    figures.update({f"lerp_{k}": lerp[k] for k in ("valid", "valid_novel", "valid_novel_nontrivial")})
+    figures.update({f"lerp_{k}": lerp[k] for k in shares + tuple(f"{name}_stderr" for name in shares)})
 
     # 4. Probes: module labels on a sample of python-lines.
     probe_data = load_dataset_for_training(
@@ -152,9 +153,15 @@ def main(argv=None):
           f"{train_minutes:.1f} min on {device_name}")
     print("| metric | hf_ae FunnelVae | floor (1M funnel AE, 10 min CPU) |")
     print("|---|---|---|")
+    def share(name):  # interpolation shares with their standard error over pairs
+        stderr = figures.get(f"{name}_stderr")
+        return f"{100 * figures[name]:.1f}%" + (f" ± {100 * stderr:.1f}" if stderr is not None else "")
+
     for name in ("token_accuracy", "exact_lines", "valid", "valid_novel", "valid_novel_nontrivial"):
-        print(f"| {name} | {100 * figures[name]:.1f}% | {100 * FLOOR[name]:.1f}% |")
-    for name in ("lerp_valid", "lerp_valid_novel", "lerp_valid_novel_nontrivial", "probe_modules",
+        print(f"| {name} | {share(name)} | {100 * FLOOR[name]:.1f}% |")
+    for name in ("lerp_valid", "lerp_valid_novel", "lerp_valid_novel_nontrivial"):
+        print(f"| {name} | {share(name)} | |")
+    for name in ("probe_modules",
                  "probe_modules_mean_pooled", "probe_modules_bag_of_bytes", "probe_modules_chance",
                  "digits_text_token_accuracy", "probe_digits_text", "probe_digits_text_mean_pooled",
                  "probe_digits_text_raw"):

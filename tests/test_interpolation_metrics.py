@@ -85,3 +85,20 @@ def test_metrics_count_valid_novel_and_nontrivial_interior_points():
     assert metrics["valid_novel"] == pytest.approx(5 / 9)
     assert metrics["valid_novel_nontrivial"] == pytest.approx(3 / 9)
     assert metrics["examples"][0]["path"][0]["text"] == "a = 1"
+    assert metrics["valid_stderr"] is None  # one pair: no spread to measure
+
+
+def test_metrics_standard_error_is_over_pairs():
+    texts = ["a = 1", "b = 2", "z = 9"]  # encoded as 0, 10 and 20
+    script = {0: "a = 1", 10: "b = 2", 1: "a = 1", 2: "x = (", 3: "terrrrr", 4: "# note", 5: "c = 3", 6: "c = 3",
+              7: "d(e)", 8: "b = 2", 9: "oops(", 12: "oops(", 14: "oops(", 16: "oops(", 18: "oops(", 20: "z = 9"}
+    metrics = text_interpolation_metrics(ScriptedModel(script), IdTokenizer(texts, script), texts,
+                                         [(0, 1), (0, 2)], num_points=11)
+    # pair (0, 1): 7 of 9 valid, as above; pair (0, 2) decodes 2, 4, ..., 18: '# note', 'c = 3', 'b = 2', 'b = 2'
+    # valid -> 4 of 9, all novel ('b = 2' is no end of this pair), 3 non-trivial
+    assert metrics["valid"] == pytest.approx(11 / 18)
+    assert metrics["valid_novel"] == pytest.approx((5 + 4) / 18)
+    # two pairs: the sample standard deviation of the two shares over sqrt(2) is half their difference
+    assert metrics["valid_stderr"] == pytest.approx((7 / 9 - 4 / 9) / 2)
+    assert metrics["valid_novel_stderr"] == pytest.approx((5 / 9 - 4 / 9) / 2)
+    assert metrics["valid_novel_nontrivial_stderr"] == pytest.approx(0.0)

@@ -8,6 +8,9 @@ ratios, decode every point greedily, and score the interior points (the ends are
   point is not a success;
 * `valid_novel_nontrivial`: also more than a bare name, a bare constant or a comment. Garbage such as `terrrrr`
   parses as a bare name, so `valid` alone can be high for an untrained model.
+
+Each share comes with its standard error over pairs (`valid_stderr`, ...): with 200 pairs it is a few points, which
+is the scale on which two models' figures can be told apart.
 """
 
 import ast
@@ -94,22 +97,36 @@ def text_interpolation_metrics(
         raise ValueError(f"unknown validator {validator!r}; choose one of {sorted(VALIDATORS)}")
     paths = decode_text_paths(model, tokenizer, texts, pairs, num_points, method, batch_size)
     counts = {"valid": 0, "valid_novel": 0, "valid_novel_nontrivial": 0}
+    pair_shares = {name: [] for name in counts}  # each pair's share of its interior points, for the standard error
     interior = 0
     examples = []
     ratios = torch.linspace(0.0, 1.0, num_points).tolist()
     for (i, j), path in zip(pairs, paths):
+        pair_counts, pair_interior = dict.fromkeys(counts, 0), 0
         for valid, novel, nontrivial in zip(*judge_text_path(path, texts[i], texts[j], validator)):
-            interior += 1
-            counts["valid"] += valid
-            counts["valid_novel"] += valid and novel
-            counts["valid_novel_nontrivial"] += valid and novel and nontrivial
+            pair_interior += 1
+            pair_counts["valid"] += valid
+            pair_counts["valid_novel"] += valid and novel
+            pair_counts["valid_novel_nontrivial"] += valid and novel and nontrivial
+        interior += pair_interior
+        for name, count in pair_counts.items():
+            counts[name] += count
+            pair_shares[name].append(count / max(pair_interior, 1))
         if len(examples) < 5:
             is_valid = VALIDATORS[validator][0]
             examples.append({"start": texts[i], "end": texts[j],
                              "path": [{"ratio": round(r, 2), "text": t, "valid": is_valid(t)}
                                       for r, t in zip(ratios, path)]})
+    # The points of one path are not independent draws, the pairs are: the standard error of each share is that of
+    # the mean of the per-pair shares (every pair has the same number of interior points), None for one pair.
+    stderr = {
+        f"{name}_stderr": torch.tensor(shares, dtype=torch.float64).std().item() / len(shares) ** 0.5
+        if len(shares) > 1 else None
+        for name, shares in pair_shares.items()
+    }
     return {
         **{name: count / interior for name, count in counts.items()},
+        **stderr,
         "pairs": len(pairs),
         "interior_points": interior,
         "method": method,
