@@ -140,8 +140,9 @@ def main(argv=None):
 
     # 5. A model trained on digits-text, probed on digit labels.
     if not args.skip_digits_text:
+        # The same model, batch and learning rate as on python-lines (a wide model needs its lower rate here too).
         digits_results = train_model("digits-text", output_dir / "digits-text", args.digits_text_steps,
-                                     args.extra_overrides, cpu=args.cpu)
+                                     args.extra_overrides, args.learning_rate, args.batch_size, args.cpu)
         figures.update({"digits_text_token_accuracy": digits_results["eval_token_accuracy"],
                         "probe_digits_text": digits_results["eval_probe_accuracy"],
                         "probe_digits_text_mean_pooled": digits_results["eval_probe_accuracy_mean_pooled"],
