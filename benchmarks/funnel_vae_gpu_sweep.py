@@ -23,6 +23,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
+# Overrides several configurations share: no aligned latents, 4 latent tokens of 64 instead of 8 of 32, and the
+# wider and deeper model (11.7M parameters).
+UNALIGNED = "decoder_aligned_latents=False"
+FOUR_LATENTS = "num_latent_tokens=4,latent_dim=64"
+WIDE = ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
+        "block_sizes=[2,2,2],decoder_num_layers=4")
+
 # name -> (extra config overrides, extra train.py arguments, batch size, learning rate)
 CONFIGS = {
     # The CPU benchmark's model with 4x the batch (free on a GPU).
@@ -42,22 +49,14 @@ CONFIGS = {
     # Both: four decoder layers over a BPE of 1024 tokens.
     "bpe_dec4": ("decoder_num_layers=4", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
     # Without aligned latents: valid, novel interpolations at a cost in reconstruction (README).
-    "unaligned": ("decoder_num_layers=4,decoder_aligned_latents=False", "", 256, 2e-3),
-    # Unaligned with half as many latent tokens, twice as wide (the quick CPU tries: 2 x 64 interpolated best).
-    "unaligned_l4": ("decoder_num_layers=4,decoder_aligned_latents=False,num_latent_tokens=4,latent_dim=64", "",
-                     256, 2e-3),
-    # Wider and deeper: 11.7M parameters.
-    "wide": ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
-             "block_sizes=[2,2,2],decoder_num_layers=4", "", 256, 1e-3),
-    "wide_noise": ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
-                   "block_sizes=[2,2,2],decoder_num_layers=4,latent_noise_std=0.5", "", 256, 1e-3),
+    "unaligned": (f"decoder_num_layers=4,{UNALIGNED}", "", 256, 2e-3),
+    # ... with half as many latent tokens, twice as wide (the quick CPU tries: 2 x 64 interpolated best).
+    "unaligned_l4": (f"decoder_num_layers=4,{UNALIGNED},{FOUR_LATENTS}", "", 256, 2e-3),
+    "wide": (WIDE, "", 256, 1e-3),
+    "wide_noise": (f"{WIDE},latent_noise_std=0.5", "", 256, 1e-3),
     # The wide model without aligned latents: the most valid interpolations measured (README).
-    "wide_unaligned": ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
-                       "block_sizes=[2,2,2],decoder_num_layers=4,decoder_aligned_latents=False", "", 256, 1e-3),
-    # ... with 4 latents x 64, which kept more valid points novel in the 1.5M model.
-    "wide_unaligned_l4": ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
-                          "block_sizes=[2,2,2],decoder_num_layers=4,decoder_aligned_latents=False,"
-                          "num_latent_tokens=4,latent_dim=64", "", 256, 1e-3),
+    "wide_unaligned": (f"{WIDE},{UNALIGNED}", "", 256, 1e-3),
+    "wide_unaligned_l4": (f"{WIDE},{UNALIGNED},{FOUR_LATENTS}", "", 256, 1e-3),
 }
 SHOWN = ("train_steps", "train_minutes", "token_accuracy", "exact_lines", "valid", "valid_stderr", "valid_novel",
          "valid_novel_nontrivial", "lerp_valid", "lerp_valid_novel", "probe_modules", "probe_digits_text")

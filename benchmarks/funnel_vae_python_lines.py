@@ -124,9 +124,10 @@ def main(argv=None):
     pairs = sample_pairs(len(texts), args.num_pairs, seed=0)
     interpolation = text_interpolation_metrics(model, tokenizer, texts, pairs, num_points=11, method="slerp")
     shares = ("valid", "valid_novel", "valid_novel_nontrivial")
-    figures.update({k: interpolation[k] for k in shares + tuple(f"{name}_stderr" for name in shares)})
+    share_keys = shares + tuple(f"{name}_stderr" for name in shares)
+    figures.update({k: interpolation[k] for k in share_keys})
     lerp = text_interpolation_metrics(model, tokenizer, texts, pairs, num_points=11, method="lerp")
-    figures.update({f"lerp_{k}": lerp[k] for k in shares + tuple(f"{name}_stderr" for name in shares)})
+    figures.update({f"lerp_{k}": lerp[k] for k in share_keys})
 
     # 4. Probes: module labels on a sample of python-lines.
     probe_data = load_dataset_for_training(

@@ -96,39 +96,28 @@ def text_interpolation_metrics(
     if validator not in VALIDATORS:
         raise ValueError(f"unknown validator {validator!r}; choose one of {sorted(VALIDATORS)}")
     paths = decode_text_paths(model, tokenizer, texts, pairs, num_points, method, batch_size)
-    counts = {"valid": 0, "valid_novel": 0, "valid_novel_nontrivial": 0}
-    pair_shares = {name: [] for name in counts}  # each pair's share of its interior points, for the standard error
-    interior = 0
+    names = ("valid", "valid_novel", "valid_novel_nontrivial")
+    hits = []  # per pair: how many interior points are valid / valid and novel / also non-trivial
     examples = []
     ratios = torch.linspace(0.0, 1.0, num_points).tolist()
     for (i, j), path in zip(pairs, paths):
-        pair_counts, pair_interior = dict.fromkeys(counts, 0), 0
-        for valid, novel, nontrivial in zip(*judge_text_path(path, texts[i], texts[j], validator)):
-            pair_interior += 1
-            pair_counts["valid"] += valid
-            pair_counts["valid_novel"] += valid and novel
-            pair_counts["valid_novel_nontrivial"] += valid and novel and nontrivial
-        interior += pair_interior
-        for name, count in pair_counts.items():
-            counts[name] += count
-            pair_shares[name].append(count / max(pair_interior, 1))
+        valid, novel, nontrivial = torch.tensor(judge_text_path(path, texts[i], texts[j], validator))  # (P,) bools each
+        hits.append(torch.stack([valid, valid & novel, valid & novel & nontrivial]).sum(1))
         if len(examples) < 5:
             is_valid = VALIDATORS[validator][0]
             examples.append({"start": texts[i], "end": texts[j],
                              "path": [{"ratio": round(r, 2), "text": t, "valid": is_valid(t)}
                                       for r, t in zip(ratios, path)]})
-    # The points of one path are not independent draws, the pairs are: the standard error of each share is that of
-    # the mean of the per-pair shares (every pair has the same number of interior points), None for one pair.
-    stderr = {
-        f"{name}_stderr": torch.tensor(shares, dtype=torch.float64).std().item() / len(shares) ** 0.5
-        if len(shares) > 1 else None
-        for name, shares in pair_shares.items()
-    }
+    # (pairs, 3) shares. Every path has num_points - 2 interior points, so the mean of the pairs' shares is the share
+    # of all points. Those points are not independent draws, the pairs are: the standard error is that of the mean
+    # over pairs (None for one pair).
+    pair_shares = torch.stack(hits).double() / (num_points - 2)
+    stderr = pair_shares.std(0) / len(pairs) ** 0.5 if len(pairs) > 1 else [None] * len(names)
     return {
-        **{name: count / interior for name, count in counts.items()},
-        **stderr,
+        **{name: share.item() for name, share in zip(names, pair_shares.mean(0))},
+        **{f"{name}_stderr": None if se is None else float(se) for name, se in zip(names, stderr)},
         "pairs": len(pairs),
-        "interior_points": interior,
+        "interior_points": len(pairs) * (num_points - 2),
         "method": method,
         "examples": examples,
     }

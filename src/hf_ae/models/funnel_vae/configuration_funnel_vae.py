@@ -87,10 +87,10 @@ class FunnelVaeConfig(PretrainedConfig):
             length". Information still passes only through the latents. The trade-off (python-lines, 2000 steps,
             README): aligned latents reconstruct better (84% vs 78% token accuracy) but each latent then codes a
             fixed span of bytes, so interpolated codes decode to byte-by-byte mixes (51% of interpolation points
-            parse vs 66%, 34% parse and differ from both ends vs 62%). Also the digit
-            words of digits-text sit in fixed latents when aligned (SVM probe 88% vs 26-49%). Trained longer on a
-            GPU the most valid interpolations came from a wide unaligned model (11.7M parameters: 94.3% tokens,
-            67% of points parse). Turn it off when interpolations matter more than exact reconstruction.
+            parse vs 66%, 34% parse and differ from both ends vs 62%). Also the digit words of digits-text sit in
+            fixed latents when aligned (SVM probe 88% vs 26-49%). Trained longer on a GPU the most valid
+            interpolations came from a wide unaligned model (11.7M parameters: 94.3% tokens, 67% of points parse).
+            Turn it off when interpolations matter more than exact reconstruction.
         decoder_sliding_window (`int`, *optional*):
             Text only: each decoder position attends to itself and the `decoder_sliding_window - 1` positions
             before it (with several layers the receptive field grows layer by layer). `None` = full causal
