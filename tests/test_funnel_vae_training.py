@@ -201,6 +201,53 @@ def count_too_long(texts, max_sequence_length):
     return sum(len(text.encode("utf-8")) + 1 > max_sequence_length for text in texts)  # bytes + </s>
 
 
+def test_delete_input_tokens_keeps_order_end_of_sequence_and_length():
+    from hf_ae.training.trainer import delete_input_tokens
+
+    eos, pad = 1, 0
+    input_ids = torch.tensor([[5, 6, 7, 8, 9, eos, pad], [10, 11, eos, pad, pad, pad, pad]])  # (2, 7), right padded
+    mask = (input_ids != pad).long()
+    kept_ids, kept_mask = delete_input_tokens(input_ids, mask, 0.5, eos, pad, torch.Generator().manual_seed(0))
+    assert kept_ids.shape == input_ids.shape and kept_mask.dtype == mask.dtype
+    for row, kept, row_mask in zip(input_ids.tolist(), kept_ids.tolist(), kept_mask.tolist()):
+        length = sum(row_mask)
+        assert row_mask == [1] * length + [0] * (len(row) - length)  # still right padded
+        assert kept[length:] == [pad] * (len(row) - length)
+        survivors = kept[:length]
+        assert survivors[-1] == eos  # the end of sequence always stays, at the end
+        source = iter(row)
+        assert all(token in source for token in survivors)  # a subsequence: order kept, nothing invented
+    # deletion happens: over many draws about half of the 5 + 2 deletable tokens go
+    draws = [delete_input_tokens(input_ids, mask, 0.5, eos, pad, torch.Generator().manual_seed(seed))[1].sum() - 2
+             for seed in range(200)]
+    assert 0.4 < float(torch.stack(draws).float().mean()) / 7 < 0.6
+    unchanged = delete_input_tokens(input_ids, mask, 0.0, eos, pad, torch.Generator().manual_seed(0))
+    assert torch.equal(unchanged[0], input_ids) and torch.equal(unchanged[1], mask)
+
+
+def test_input_token_deletion_trains_on_shortened_inputs_against_the_clean_text(tmp_path, monkeypatch):
+    seen = []
+    original_forward = FunnelVaeModel.forward
+
+    def recording_forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if self.training:
+            seen.append((attention_mask.sum(1).clone(), None if labels is None else (labels != -100).sum(1).clone(),
+                         input_ids.clone(), labels))
+        return original_forward(self, input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    monkeypatch.setattr(FunnelVaeModel, "forward", recording_forward)
+    run_train(text_args(tmp_path / "denoising", "digits-text", "--max_steps", "2", "--input_token_deletion", "0.3"))
+    assert len(seen) == 2
+    for input_lengths, label_lengths, input_ids, labels in seen:
+        assert label_lengths is not None and input_ids.shape == labels.shape
+        assert (input_lengths <= label_lengths).all() and (input_lengths < label_lengths).any()
+        ratio = float(input_lengths.sum() - len(input_lengths)) / float(label_lengths.sum() - len(label_lengths))
+        assert 0.55 < ratio < 0.85  # about 70% of the tokens before </s> survive
+    seen.clear()
+    run_train(text_args(tmp_path / "clean", "digits-text", "--max_steps", "1"))
+    assert seen[0][3] is None  # no deletion: the input is its own target
+
+
 @pytest.mark.parametrize(
     "dataset, extra, message",
     [

@@ -198,6 +198,7 @@ def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
         (["--report_to", "wandb"], "report_to must be"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
         (["--input_noise_std", "-0.1"], "input_noise_std must be >= 0"),
+        (["--input_token_deletion", "1.0"], r"input_token_deletion is a probability in \[0, 1\), got 1.0"),
     ],
 )
 def test_argument_validation(argv, message):
@@ -227,6 +228,13 @@ def test_input_noise_trains_a_denoiser_on_clean_targets(tmp_path, monkeypatch):
     seen.clear()
     run_train(tiny_args(tmp_path / "clean", "--max_steps", "1"))
     assert seen[0][1] is None  # no noise: the input is its own target
+
+
+def test_input_token_deletion_is_an_error_for_image_data(tmp_path):
+    output_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="--input_token_deletion deletes tokens of texts; 'digits' holds image"):
+        run_train(tiny_args(output_dir, "--max_steps", "1", "--input_token_deletion", "0.1"))
+    assert not output_dir.exists()
 
 
 def test_reproduce_command_parses_back_to_the_same_arguments():

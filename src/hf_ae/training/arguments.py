@@ -118,6 +118,14 @@ class TrainArguments:
         metadata={"help": "Draw each image's noise level uniformly from [0, input_noise_std] instead of using "
                   "input_noise_std itself: one model that denoises every level up to it (a blind denoiser)."},
     )
+    input_token_deletion: float = field(
+        default=0.0,
+        metadata={
+            "help": "Train a text model as a denoising autoencoder (DAAE, Shen et al. 2020): delete each input token "
+            "with this probability before encoding (the end-of-sequence token stays); the decoder reconstructs the "
+            "clean text. Similar texts get nearby codes, which smooths interpolation paths. 0 = off."
+        },
+    )
     probe: bool = field(
         default=True,
         metadata={"help": "At the end, run the SVM latent probe on labelled data sets (up to 20k training rows); "
@@ -149,6 +157,8 @@ class TrainArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.input_noise_std < 0:
             raise ValueError(f"input_noise_std must be >= 0, got {self.input_noise_std}")
+        if not 0 <= self.input_token_deletion < 1:
+            raise ValueError(f"input_token_deletion is a probability in [0, 1), got {self.input_token_deletion}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
 

@@ -106,6 +106,29 @@ def add_input_noise(clean: torch.Tensor, train_args: TrainArguments, generator: 
     return noisy.clamp(0, 1) if train_args.input_noise_clip else noisy
 
 
+def delete_input_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    probability: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) texts -> (B, T) copies with each token deleted with `probability` (the end-of-sequence
+    token always kept), the survivors moved left and re-padded with `pad_token_id`; and their mask. The length
+    stays T (cutting it to the longest row would read a count back from the device every step).
+    The input noise of a denoising text autoencoder (the token deletion of Shen et al. 2020, DAAE); written here
+    because the data collators of transformers mask tokens for MLM but do not delete them."""
+    mask = attention_mask.bool()
+    draws = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    keep = mask & ((draws >= probability) | (input_ids == eos_token_id))  # (B, T)
+    # a stable sort on "deleted" moves the kept tokens to the front in their order
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    kept_mask = keep.gather(1, order)
+    kept_ids = input_ids.gather(1, order).masked_fill(~kept_mask, pad_token_id)
+    return kept_ids, kept_mask.to(attention_mask.dtype)
+
+
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, evaluate and save a model; return the final metrics (also written to all_results.json)."""
     output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
@@ -156,6 +179,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         raise ValueError(f"--model {model_args.model} trains on images; {data_args.dataset!r} holds text")
     if modality == "text" and train_args.input_noise_std > 0:
         raise ValueError("--input_noise_std adds Gaussian noise to images; it does not apply to text data")
+    if modality != "text" and train_args.input_token_deletion > 0:
+        raise ValueError(f"--input_token_deletion deletes tokens of texts; {data_args.dataset!r} holds {modality}")
     if autoencoder_name is not None and (modality != "image" or train_args.input_noise_std > 0):
         raise ValueError("--model patch_prior learns the codes of clean images: it needs image data and no --input_noise_std")
 
@@ -299,6 +324,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     inputs = prior_batch_inputs(batch, conditional=unwrapped.config.num_classes > 0)
                 else:  # (B, T) token ids padded to the batch's longest text, and their mask
                     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+                    if train_args.input_token_deletion > 0:  # denoising: shortened inputs, the clean text as labels
+                        clean_labels = batch["input_ids"].masked_fill(~batch["attention_mask"].bool(), -100)
+                        noisy_ids, noisy_mask = delete_input_tokens(
+                            batch["input_ids"], batch["attention_mask"], train_args.input_token_deletion,
+                            tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
+                        )
+                        inputs = {"input_ids": noisy_ids, "attention_mask": noisy_mask, "labels": clean_labels}
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
