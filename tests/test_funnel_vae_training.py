@@ -236,7 +236,10 @@ def test_input_token_deletion_trains_on_shortened_inputs_against_the_clean_text(
         return original_forward(self, input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
 
     monkeypatch.setattr(FunnelVaeModel, "forward", recording_forward)
-    run_train(text_args(tmp_path / "denoising", "digits-text", "--max_steps", "2", "--input_token_deletion", "0.3"))
+    run_train(text_args(tmp_path / "denoising", "digits-text", "--max_steps", "2", "--input_token_deletion", "0.3",
+                        "--probe", "False"))
+    assert "input token but the end-of-sequence token deleted with probability 0.3" in (
+        tmp_path / "denoising" / "README.md").read_text()
     assert len(seen) == 2
     for input_lengths, label_lengths, input_ids, labels in seen:
         assert label_lengths is not None and input_ids.shape == labels.shape
@@ -244,8 +247,9 @@ def test_input_token_deletion_trains_on_shortened_inputs_against_the_clean_text(
         ratio = float(input_lengths.sum() - len(input_lengths)) / float(label_lengths.sum() - len(label_lengths))
         assert 0.55 < ratio < 0.85  # about 70% of the tokens before </s> survive
     seen.clear()
-    run_train(text_args(tmp_path / "clean", "digits-text", "--max_steps", "1"))
+    run_train(text_args(tmp_path / "clean", "digits-text", "--max_steps", "1", "--probe", "False"))
     assert seen[0][3] is None  # no deletion: the input is its own target
+    assert "deleted with probability" not in (tmp_path / "clean" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
