@@ -2,6 +2,7 @@
 job and the rendered report. Timings themselves live in `python -m benchmarks.run`, never in tests."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -11,9 +12,13 @@ import torch.nn.functional as F
 from subprocess_env import REPO_ROOT, isolated_env
 from torch.utils.flop_counter import FlopCounterMode
 
+from hf_ae import FunnelVaeConfig
+from hf_ae.training import parse_args
+from hf_ae.training.arguments import parse_config_overrides
+
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import report, workloads  # noqa: E402
+from benchmarks import funnel_vae_gpu_sweep, funnel_vae_python_lines, report, workloads  # noqa: E402
 from benchmarks.run import job_generation, job_train_step  # noqa: E402
 from benchmarks.speed import EXTRA_FLOP_FORMULAS, count_flops, matmul_rate  # noqa: E402
 
@@ -150,3 +155,20 @@ def test_run_rejects_unknown_sections():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "unknown sections ['nonsense']" in result.stderr
+
+
+def test_every_funnel_gpu_sweep_configuration_builds_a_model_config_and_parses_its_train_arguments():
+    """A typo in a sweep configuration would cost a GPU lease before it showed: each one's overrides must build a
+    FunnelVaeConfig and its train.py arguments must parse, as the benchmark combines them."""
+    for name, (overrides, train_args, batch_size, learning_rate) in funnel_vae_gpu_sweep.CONFIGS.items():
+        combined = funnel_vae_python_lines.MODEL_OVERRIDES.format(warmup=100) + (f",{overrides}" if overrides else "")
+        fields = parse_config_overrides(combined)
+        assert set(fields) <= set(FunnelVaeConfig().to_dict()), (name, set(fields) - set(FunnelVaeConfig().to_dict()))
+        config = FunnelVaeConfig(vocab_size=259, **fields)  # also runs the config's own checks
+        if "decoder_aligned_latents=False" in overrides:
+            assert config.decoder_aligned_latents is False, name
+        _, _, parsed = parse_args(["--model", "funnel_vae", "--dataset", "python-lines",
+                                   "--per_device_train_batch_size", str(batch_size),
+                                   "--learning_rate", str(learning_rate), *shlex.split(train_args)])
+        if "--input_token_deletion" in train_args:
+            assert parsed.input_token_deletion == 0.1, name
