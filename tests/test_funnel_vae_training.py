@@ -208,8 +208,7 @@ def count_too_long(texts, max_sequence_length):
 
 
 def test_delete_input_tokens_keeps_order_end_of_sequence_and_length():
-    from hf_ae.training.trainer import delete_input_tokens
-
+    delete_input_tokens = trainer_module.delete_input_tokens
     eos, pad = 1, 0
     input_ids = torch.tensor([[5, 6, 7, 8, 9, eos, pad], [10, 11, eos, pad, pad, pad, pad]])  # (2, 7), right padded
     mask = (input_ids != pad).long()

@@ -129,6 +129,20 @@ def delete_input_tokens(
     return kept_ids, kept_mask.to(attention_mask.dtype)
 
 
+def text_training_inputs(batch, deletion: float, tokenizer, generator: torch.Generator) -> dict:
+    """A batch of (B, T) token ids padded to its longest text, and their mask -> the model's inputs: the batch
+    itself (the model reconstructs its inputs), or with `deletion` > 0 the shortened texts of
+    `delete_input_tokens` and the clean texts as labels (-100 on padding, as the model's own default labels)."""
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    if deletion == 0:
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    noisy_ids, noisy_mask = delete_input_tokens(
+        input_ids, attention_mask, deletion, tokenizer.eos_token_id, tokenizer.pad_token_id, generator
+    )
+    labels = input_ids.masked_fill(~attention_mask.bool(), -100)
+    return {"input_ids": noisy_ids, "attention_mask": noisy_mask, "labels": labels}
+
+
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, evaluate and save a model; return the final metrics (also written to all_results.json)."""
     output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
@@ -322,15 +336,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                         inputs = {"pixel_values": add_input_noise(clean, train_args, generator), "labels": clean}
                 elif modality == "codes":  # (B, N) codes of the autoencoder, and the class labels of a conditional prior
                     inputs = prior_batch_inputs(batch, conditional=unwrapped.config.num_classes > 0)
-                else:  # (B, T) token ids padded to the batch's longest text, and their mask
-                    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-                    if train_args.input_token_deletion > 0:  # denoising: shortened inputs, the clean text as labels
-                        clean_labels = batch["input_ids"].masked_fill(~batch["attention_mask"].bool(), -100)
-                        noisy_ids, noisy_mask = delete_input_tokens(
-                            batch["input_ids"], batch["attention_mask"], train_args.input_token_deletion,
-                            tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
-                        )
-                        inputs = {"input_ids": noisy_ids, "attention_mask": noisy_mask, "labels": clean_labels}
+                else:
+                    inputs = text_training_inputs(batch, train_args.input_token_deletion, tokenizer, generator)
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
