@@ -230,6 +230,21 @@ def test_delete_input_tokens_keeps_order_end_of_sequence_and_length():
     assert torch.equal(unchanged[0], input_ids) and torch.equal(unchanged[1], mask)
 
 
+def test_delete_input_tokens_share_leaves_the_other_texts_whole():
+    delete_input_tokens = trainer_module.delete_input_tokens
+    eos, pad = 1, 0
+    input_ids = torch.cat([torch.arange(2, 22).repeat(64, 1), torch.full((64, 1), eos)], dim=1)  # (64, 21)
+    mask = torch.ones_like(input_ids)
+    for share, low, high in ((0.5, 0.3, 0.7), (1.0, 1.0, 1.0)):
+        kept_ids, kept_mask = delete_input_tokens(input_ids, mask, 0.5, eos, pad, torch.Generator().manual_seed(0),
+                                                  share=share)
+        whole = kept_mask.sum(1) == input_ids.shape[1]  # (64,): rows with no deletion (0.5**20 by chance)
+        assert torch.equal(kept_ids[whole], input_ids[whole])
+        assert low <= 1 - float(whole.float().mean()) <= high  # about `share` of the texts shortened
+        shortened = kept_mask[~whole].sum(1).float() - 1
+        assert 7 < float(shortened.mean()) < 13  # the picked texts lose about half of their 20 tokens
+
+
 def test_input_token_deletion_trains_on_shortened_inputs_against_the_clean_text(tmp_path, monkeypatch):
     seen = []
     original_forward = FunnelVaeModel.forward
@@ -251,6 +266,13 @@ def test_input_token_deletion_trains_on_shortened_inputs_against_the_clean_text(
         assert (input_lengths <= label_lengths).all() and (input_lengths < label_lengths).any()
         ratio = float(input_lengths.sum() - len(input_lengths)) / float(label_lengths.sum() - len(label_lengths))
         assert 0.55 < ratio < 0.85  # about 70% of the tokens before </s> survive
+    seen.clear()
+    run_train(text_args(tmp_path / "mixed", "digits-text", "--max_steps", "2", "--input_token_deletion", "0.3",
+                        "--input_token_deletion_share", "0.5", "--probe", "False"))
+    input_lengths, label_lengths = torch.cat([s[0] for s in seen]), torch.cat([s[1] for s in seen])
+    whole = float((input_lengths == label_lengths).float().mean())
+    assert 0.3 < whole < 0.7  # about half of the texts encoded clean
+    assert "deleted with probability 0.3 in 50% of the texts" in (tmp_path / "mixed" / "README.md").read_text()
     seen.clear()
     run_train(text_args(tmp_path / "clean", "digits-text", "--max_steps", "1", "--probe", "False"))
     assert seen[0][3] is None  # no deletion: the input is its own target

@@ -199,6 +199,9 @@ def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
         (["--input_noise_std", "-0.1"], "input_noise_std must be >= 0"),
         (["--input_token_deletion", "1.0"], r"input_token_deletion is a probability in \[0, 1\), got 1.0"),
+        (["--input_token_deletion", "0.1", "--input_token_deletion_share", "0"],
+         r"input_token_deletion_share is a share in \(0, 1\], got 0.0"),
+        (["--input_token_deletion_share", "0.5"], "input_token_deletion_share 0.5 needs --input_token_deletion > 0"),
     ],
 )
 def test_argument_validation(argv, message):

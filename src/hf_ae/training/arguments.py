@@ -126,6 +126,13 @@ class TrainArguments:
             "clean text. Similar texts get nearby codes, which smooths interpolation paths. 0 = off."
         },
     )
+    input_token_deletion_share: float = field(
+        default=1.0,
+        metadata={
+            "help": "With --input_token_deletion: the share of each batch's texts that get the deletions; the others "
+            "are encoded clean, as at evaluation and in the pipelines (1 = every text, as in DAAE)."
+        },
+    )
     probe: bool = field(
         default=True,
         metadata={"help": "At the end, run the SVM latent probe on labelled data sets (up to 20k training rows); "
@@ -159,6 +166,13 @@ class TrainArguments:
             raise ValueError(f"input_noise_std must be >= 0, got {self.input_noise_std}")
         if not 0 <= self.input_token_deletion < 1:
             raise ValueError(f"input_token_deletion is a probability in [0, 1), got {self.input_token_deletion}")
+        if not 0 < self.input_token_deletion_share <= 1:
+            raise ValueError(f"input_token_deletion_share is a share in (0, 1], got {self.input_token_deletion_share}")
+        if self.input_token_deletion_share < 1 and self.input_token_deletion == 0:
+            raise ValueError(
+                f"input_token_deletion_share {self.input_token_deletion_share} needs --input_token_deletion > 0 "
+                "(the share of texts that get deletions)"
+            )
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
 

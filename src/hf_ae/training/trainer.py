@@ -113,15 +113,18 @@ def delete_input_tokens(
     eos_token_id: int,
     pad_token_id: int,
     generator: torch.Generator,
+    share: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (B, T) texts -> (B, T) copies with each token deleted with `probability` (the end-of-sequence
-    token always kept), the survivors moved left and re-padded with `pad_token_id`; and their mask. The length
-    stays T (cutting it to the longest row would read a count back from the device every step).
+    token always kept), the survivors moved left and re-padded with `pad_token_id`; and their mask. With `share`
+    < 1 each text is picked for deletions with that probability and the others stay whole. The length stays T
+    (cutting it to the longest row would read a count back from the device every step).
     The input noise of a denoising text autoencoder (the token deletion of Shen et al. 2020, DAAE); written here
     because the data collators of transformers mask tokens for MLM but do not delete them."""
     mask = attention_mask.bool()
     draws = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
-    keep = mask & ((draws >= probability) | (input_ids == eos_token_id))  # (B, T)
+    picked = torch.rand((input_ids.shape[0], 1), generator=generator, device=input_ids.device) < share  # (B, 1)
+    keep = mask & ((draws >= probability) | (input_ids == eos_token_id) | ~picked)  # (B, T)
     # a stable sort on "deleted" moves the kept tokens to the front in their order
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
     kept_mask = keep.gather(1, order)
@@ -129,15 +132,18 @@ def delete_input_tokens(
     return kept_ids, kept_mask.to(attention_mask.dtype)
 
 
-def text_training_inputs(batch, deletion: float, tokenizer, generator: torch.Generator) -> dict:
+def text_training_inputs(
+    batch, deletion: float, tokenizer, generator: torch.Generator, deletion_share: float = 1.0
+) -> dict:
     """A batch of (B, T) token ids padded to its longest text, and their mask -> the model's inputs: the batch
-    itself (the model reconstructs its inputs), or with `deletion` > 0 the shortened texts of
-    `delete_input_tokens` and the clean texts as labels (-100 on padding, as the model's own default labels)."""
+    itself (the model reconstructs its inputs), or with `deletion` > 0 the texts of `delete_input_tokens` (a
+    `deletion_share` of them shortened) and the clean texts as labels (-100 on padding, as the model's own
+    default labels)."""
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     if deletion == 0:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
     noisy_ids, noisy_mask = delete_input_tokens(
-        input_ids, attention_mask, deletion, tokenizer.eos_token_id, tokenizer.pad_token_id, generator
+        input_ids, attention_mask, deletion, tokenizer.eos_token_id, tokenizer.pad_token_id, generator, deletion_share
     )
     labels = input_ids.masked_fill(~attention_mask.bool(), -100)
     return {"input_ids": noisy_ids, "attention_mask": noisy_mask, "labels": labels}
@@ -337,7 +343,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 elif modality == "codes":  # (B, N) codes of the autoencoder, and the class labels of a conditional prior
                     inputs = prior_batch_inputs(batch, conditional=unwrapped.config.num_classes > 0)
                 else:
-                    inputs = text_training_inputs(batch, train_args.input_token_deletion, tokenizer, generator)
+                    inputs = text_training_inputs(
+                        batch, train_args.input_token_deletion, tokenizer, generator,
+                        train_args.input_token_deletion_share,
+                    )
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
