@@ -172,3 +172,4 @@ def test_every_funnel_gpu_sweep_configuration_builds_a_model_config_and_parses_i
                                    "--learning_rate", str(learning_rate), *shlex.split(train_args)])
         if "--input_token_deletion" in train_args:
             assert parsed.input_token_deletion == 0.1, name
+            assert parsed.input_token_deletion_share == (0.5 if "half_del" in name else 1.0), name
