@@ -132,18 +132,17 @@ def delete_input_tokens(
     return kept_ids, kept_mask.to(attention_mask.dtype)
 
 
-def text_training_inputs(
-    batch, deletion: float, tokenizer, generator: torch.Generator, deletion_share: float = 1.0
-) -> dict:
+def text_training_inputs(batch, train_args: TrainArguments, tokenizer, generator: torch.Generator) -> dict:
     """A batch of (B, T) token ids padded to its longest text, and their mask -> the model's inputs: the batch
-    itself (the model reconstructs its inputs), or with `deletion` > 0 the texts of `delete_input_tokens` (a
-    `deletion_share` of them shortened) and the clean texts as labels (-100 on padding, as the model's own
-    default labels)."""
+    itself (the model reconstructs its inputs), or with --input_token_deletion the texts of `delete_input_tokens`
+    (--input_token_deletion_share of them shortened) and the clean texts as labels (-100 on padding, as the
+    model's own default labels)."""
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-    if deletion == 0:
+    if train_args.input_token_deletion == 0:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
     noisy_ids, noisy_mask = delete_input_tokens(
-        input_ids, attention_mask, deletion, tokenizer.eos_token_id, tokenizer.pad_token_id, generator, deletion_share
+        input_ids, attention_mask, train_args.input_token_deletion, tokenizer.eos_token_id, tokenizer.pad_token_id,
+        generator, share=train_args.input_token_deletion_share,
     )
     labels = input_ids.masked_fill(~attention_mask.bool(), -100)
     return {"input_ids": noisy_ids, "attention_mask": noisy_mask, "labels": labels}
@@ -343,10 +342,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 elif modality == "codes":  # (B, N) codes of the autoencoder, and the class labels of a conditional prior
                     inputs = prior_batch_inputs(batch, conditional=unwrapped.config.num_classes > 0)
                 else:
-                    inputs = text_training_inputs(
-                        batch, train_args.input_token_deletion, tokenizer, generator,
-                        train_args.input_token_deletion_share,
-                    )
+                    inputs = text_training_inputs(batch, train_args, tokenizer, generator)
                 outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
