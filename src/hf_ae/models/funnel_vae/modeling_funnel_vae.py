@@ -27,6 +27,7 @@ What is reused and what is written here:
 This folder imports only its siblings so that it works as remote code on the Hub.
 """
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -293,9 +294,15 @@ def t5_layer_config(config: FunnelVaeConfig, is_decoder: bool, num_heads: int) -
     return t5_config
 
 
+# transformers 5.24 renamed the KV-cache keyword of T5Block.forward from `past_key_values` to `cache`; the old name
+# warns and is removed in 5.40. pyproject allows transformers>=5.0, so pass whichever name the installed one takes.
+T5_CACHE_KEYWORD = "cache" if "cache" in inspect.signature(T5Block.forward).parameters else "past_key_values"
+
+
 def run_t5_layers(layers, hidden_states, attention_mask, memory=None, past_key_values=None):
     """Run T5Blocks in order; the first one owns the relative position bias and hands it to the others."""
     position_bias = cross_position_bias = None
+    cache_keyword = {T5_CACHE_KEYWORD: past_key_values}
     for layer in layers:
         hidden_states, position_bias, cross_position_bias = layer(
             hidden_states,
@@ -304,7 +311,7 @@ def run_t5_layers(layers, hidden_states, attention_mask, memory=None, past_key_v
             memory,
             None,  # no mask over the latent memory: every latent token is real
             cross_position_bias,
-            past_key_values=past_key_values,
+            **cache_keyword,
         )
     return hidden_states
 

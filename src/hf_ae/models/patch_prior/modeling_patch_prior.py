@@ -23,6 +23,7 @@ The autoencoder is not a submodule: it is named in `config.autoencoder_name_or_p
 prior's weights. This folder imports only its siblings so that it works as remote code on the Hub.
 """
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -42,6 +43,10 @@ from .configuration_patch_prior import PatchPriorConfig
 # Imported so that `save_pretrained` copies the pipelines next to the model (remote code follows the
 # relative imports of the modeling file); `config.custom_pipelines` points at them.
 from .pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES  # noqa: F401
+
+# transformers 5.24 renamed the KV-cache keyword of LlamaModel.forward from `past_key_values` to `cache`; the old name
+# warns and is removed in 5.40. pyproject allows transformers>=5.0, so pass whichever name the installed one takes.
+LLAMA_CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 # Pixel value of the patches not yet generated in the frames of `sample(..., return_intermediates=True)`: mid grey,
 # distinct from both the background (0) and the strokes (1) of digits.
@@ -277,7 +282,7 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         the new tokens attend to the cached ones and are appended to it."""
         inputs_embeds = self.embedding_dropout(self.transformer.embed_tokens(input_ids))  # (B, L, hidden)
         hidden_states = self.transformer(
-            inputs_embeds=inputs_embeds, past_key_values=past_key_values, use_cache=past_key_values is not None
+            inputs_embeds=inputs_embeds, use_cache=past_key_values is not None, **{LLAMA_CACHE_KEYWORD: past_key_values}
         ).last_hidden_state  # (B, L, hidden)
         return self.lm_head(hidden_states)
 
