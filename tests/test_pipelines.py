@@ -93,3 +93,14 @@ def test_generation_refuses_a_model_without_prior(tmp_path):
     PatchVaeModel(PatchVaeConfig(**TINY, bottleneck="none")).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="prior sampling needs bottleneck='kl'"):
         pipeline("autoencoder-generation", model=str(tmp_path))(2)
+
+
+def test_options_a_task_does_not_take_are_named_not_dropped(model_dir):
+    image = digit_image()
+    with pytest.raises(ValueError, match=r"ImageReconstructionPipeline does not take \['noise_std'\]; it takes: resize"):
+        pipeline("image-reconstruction", model=str(model_dir))(image, noise_std=0.1)
+    # keywords given when the pipeline is built reach the same check
+    with pytest.raises(ValueError, match=r"LatentInterpolationPipeline does not take \['steps'\]; it takes: num_steps"):
+        transformers_pipeline("latent-interpolation", model=str(model_dir), trust_remote_code=True, steps=4)
+    with pytest.raises(ValueError, match=r"ImageDenoisingPipeline does not take \['std'\]"):
+        pipeline("image-denoising", model=str(model_dir))(image, std=0.1)

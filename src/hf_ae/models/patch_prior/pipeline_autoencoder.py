@@ -150,6 +150,14 @@ class _AutoencoderPipeline(Pipeline):
     def _to_texts(self, token_ids: torch.Tensor) -> list[str]:
         return self._require_tokenizer().batch_decode(token_ids.tolist(), skip_special_tokens=True)
 
+    def _reject_unknown_options(self, unknown: dict):
+        """`pipeline(...)` and every call hand the keywords they do not use themselves to `_sanitize_parameters`:
+        name the ones this task does not take rather than drop them."""
+        if unknown:
+            takes = [name for name, parameter in inspect.signature(self._sanitize_parameters).parameters.items()
+                     if parameter.kind != parameter.VAR_KEYWORD]
+            raise ValueError(f"{type(self).__name__} does not take {sorted(unknown)}; it takes: {', '.join(takes)}")
+
 
 class ImageReconstructionPipeline(_AutoencoderPipeline):
     """`image-reconstruction`: image(s) -> the model's reconstruction(s) as PIL images.
@@ -161,7 +169,8 @@ class ImageReconstructionPipeline(_AutoencoderPipeline):
     ```
     """
 
-    def _sanitize_parameters(self, resize=None, **kwargs):
+    def _sanitize_parameters(self, resize=None, **unknown):
+        self._reject_unknown_options(unknown)
         preprocess = {} if resize is None else {"resize": resize}
         return preprocess, {}, {}
 
@@ -193,7 +202,8 @@ class ImageDenoisingPipeline(_AutoencoderPipeline):
     """
 
     def _sanitize_parameters(self, noise_std=None, seed=None, generator=None, resize=None, batch_statistics=None,
-                             **kwargs):
+                             **unknown):
+        self._reject_unknown_options(unknown)
         preprocess = {"generator": make_generator(generator, seed)}
         if noise_std is not None:
             if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or noise_std < 0:
@@ -244,7 +254,8 @@ class TextReconstructionPipeline(_AutoencoderPipeline):
     ```
     """
 
-    def _sanitize_parameters(self, max_new_tokens=None, **kwargs):
+    def _sanitize_parameters(self, max_new_tokens=None, **unknown):
+        self._reject_unknown_options(unknown)
         return {}, ({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}), {}
 
     def preprocess(self, text):
@@ -286,7 +297,8 @@ class LatentInterpolationPipeline(_AutoencoderPipeline):
         return super().__call__(tuple(items), **kwargs)
 
     def _sanitize_parameters(self, num_steps=None, method=None, resize=None, validator=None, max_new_tokens=None,
-                             **kwargs):
+                             **unknown):
+        self._reject_unknown_options(unknown)
         preprocess, forward, postprocess = {}, {}, {}
         if resize is not None:
             preprocess["resize"] = resize
