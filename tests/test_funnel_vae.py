@@ -79,6 +79,16 @@ class TestFunnelVaeImages(AutoencoderTesterMixin):
         ({"eos_token_id": 300}, "eos_token_id"),
         ({"reg_weight": -1.0}, "reg_weight"),
         ({"dropout": 1.5}, "dropout"),
+        # wrong types and non-finite values name the field too, rather than failing inside a comparison
+        ({"reg_weight": "1"}, "reg_weight must be a finite number"),
+        ({"reg_weight": float("nan")}, "reg_weight must be a finite number"),
+        ({"dropout": None}, "dropout must be a finite number"),
+        ({"layer_norm_eps": -1.0}, "layer_norm_eps must be > 0"),
+        ({"initializer_range": 0.0}, "initializer_range must be > 0"),
+        # text-decoder options are refused on an image model rather than ignored
+        ({"modality": "image", "image_size": 8, "patch_size": 2, "decoder_sliding_window": 4}, "decoder_sliding_window"),
+        ({"modality": "image", "image_size": 8, "patch_size": 2, "decoder_aligned_latents": False},
+         "decoder_aligned_latents"),
     ],
 )
 def test_config_errors_name_the_field(overrides, field):
@@ -182,6 +192,34 @@ def test_generate_with_cache_equals_without_and_stops_at_eos():
         if model.config.eos_token_id in row:
             after = row[row.index(model.config.eos_token_id) + 1:]
             assert all(token == model.config.pad_token_id for token in after)
+
+
+def test_sampling_options_without_do_sample_are_an_error():
+    model = text_model()
+    latents = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    for option in ({"temperature": 0.5}, {"top_k": 3}, {"top_p": 0.9}):
+        with pytest.raises(ValueError, match=f"{next(iter(option))}=.* pass do_sample=True"):
+            model.generate(latents, max_new_tokens=4, **option)
+
+
+def test_prior_samples_decode_with_the_sampling_options_of_generate():
+    model = text_model(regulariser="mmd")
+    greedy = model.sample(3, generator=torch.Generator().manual_seed(0), max_new_tokens=6)
+    latents = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(greedy, model.generate(latents, max_new_tokens=6))
+    options = {"do_sample": True, "top_k": 5, "top_p": 0.9, "max_new_tokens": 6}
+    sampled = model.sample(3, generator=torch.Generator().manual_seed(0), token_temperature=0.7, **options)
+    # the generator draws the prior latents first, then the tokens: the same stream as generate after randn
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(3, 4, 4, generator=generator)
+    assert torch.equal(sampled, model.generate(latents, temperature=0.7, generator=generator, **options))
+    hot = [model.sample(3, generator=torch.Generator().manual_seed(0), token_temperature=50.0, **options)
+           for _ in range(2)]
+    assert torch.equal(*hot) and not torch.equal(hot[0], greedy)
+    image_model = FunnelVaeModel(FunnelVaeConfig(**{**TINY, "modality": "image", "image_size": 8, "patch_size": 2,
+                                                    "num_latent_tokens": None}))
+    with pytest.raises(ValueError, match=r"\['do_sample', 'max_new_tokens'\] decode text; this FunnelVae has modality='image'"):
+        image_model.sample(2, do_sample=True, max_new_tokens=3)
 
 
 def test_sliding_window_equals_full_attention_on_shorter_sequences_and_limits_longer_ones():
@@ -312,6 +350,8 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
     assert isinstance(AutoTokenizer.from_pretrained(folder), ByT5Tokenizer)
     with torch.no_grad():
         expected = model.generate(model.encode(**text_batch(["x = 1", "import os"])).latents).tolist()
+        expected_sampled = model.sample(2, generator=torch.Generator().manual_seed(0), do_sample=True,
+                                        token_temperature=2.0, top_k=5, max_new_tokens=6)
     code = textwrap.dedent(
         f"""
         import sys, json
@@ -330,6 +370,12 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
             ["x = 1", "import os"], num_steps=5, method="slerp", validator="python")
         report["path"] = path
         report["samples"] = pipeline("autoencoder-generation", model=folder, trust_remote_code=True)(3, seed=0)
+        report["sampled"] = pipeline("autoencoder-generation", model=folder, trust_remote_code=True)(
+            2, seed=0, do_sample=True, token_temperature=2.0, top_k=5, max_new_tokens=6)
+        try:
+            pipeline("text-reconstruction", model=folder, trust_remote_code=True)("x = 1", max_length=3)
+        except ValueError as error:
+            report["unknown_option_error"] = str(error)
         print(json.dumps(report))
         """
     )
@@ -339,7 +385,10 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
     report = json.loads(result.stdout.strip().split("\n")[-1])
     assert report["module"].startswith("transformers_modules")
     assert report["ids"] == expected
-    assert set(report["reconstruction"]) == {"text"}
+    assert report["reconstruction"] == {"text": TOKENIZER.decode(expected[0], skip_special_tokens=True)}
+    assert report["sampled"] == TOKENIZER.batch_decode(expected_sampled.tolist(), skip_special_tokens=True)
+    assert report["unknown_option_error"] == (
+        "TextReconstructionPipeline does not take ['max_length']; it takes: max_new_tokens")
     assert [frame["ratio"] for frame in report["path"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     for frame in report["path"]:
         import ast

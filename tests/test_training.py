@@ -240,6 +240,14 @@ def test_input_token_deletion_is_an_error_for_image_data(tmp_path):
     assert not output_dir.exists()
 
 
+@pytest.mark.parametrize("tokenizer_args", [("--tokenizer", "bpe", "--vocab_size", "300"), ("--vocab_size", "300")])
+def test_tokenizer_options_are_an_error_for_image_data(tmp_path, tokenizer_args):
+    output_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="--tokenizer and --vocab_size build the tokenizer of a text model; 'digits' holds image"):
+        run_train(tiny_args(output_dir, "--max_steps", "1", "--model", "funnel_vae", *tokenizer_args))
+    assert not output_dir.exists()
+
+
 def test_reproduce_command_parses_back_to_the_same_arguments():
     """Runs started from Python (benchmarks) write this command into the card's "Reproduce with"."""
     argv = ["--model", "patch_vae", "--dataset", "digits", "--max_steps", "7", "--config_overrides",

@@ -198,6 +198,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         raise ValueError(f"--model {model_args.model} trains on images; {data_args.dataset!r} holds text")
     if modality == "text" and train_args.input_noise_std > 0:
         raise ValueError("--input_noise_std adds Gaussian noise to images; it does not apply to text data")
+    if modality != "text" and (model_args.tokenizer != "byte" or model_args.vocab_size is not None):
+        raise ValueError(f"--tokenizer and --vocab_size build the tokenizer of a text model; {data_args.dataset!r} "
+                         f"holds {modality}")
     if modality != "text" and train_args.input_token_deletion > 0:
         raise ValueError(f"--input_token_deletion deletes tokens of texts; {data_args.dataset!r} holds {modality}")
     if autoencoder_name is not None and (modality != "image" or train_args.input_noise_std > 0):

@@ -854,6 +854,12 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if do_sample and temperature <= 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        if not do_sample:
+            # greedy decoding has no distribution to shape: say so rather than ignore the option
+            ignored = [f"{name}={value!r}" for name, value, default in (
+                ("temperature", temperature, 1.0), ("top_k", top_k, None), ("top_p", top_p, None)) if value != default]
+            if ignored:
+                raise ValueError(f"{', '.join(ignored)} shape the sampling distribution; pass do_sample=True with them")
         warpers = LogitsProcessorList()
         if do_sample:
             if temperature != 1.0:
@@ -896,9 +902,22 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         latents: torch.Tensor | None = None,
-        **generate_kwargs,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        token_temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> torch.Tensor:
-        """Decode `num_samples` draws from the prior N(0, temperature^2 I): images (n, C, H, W) or token ids (n, T)."""
+        """Decode `num_samples` draws from the prior N(0, temperature^2 I): images (n, C, H, W) or token ids (n, T).
+
+        `temperature` scales the prior draw, as for the other models; text models decode each draw with
+        [`generate`], greedy unless `do_sample`, and `token_temperature`, `top_k`, `top_p` are its sampling options
+        (named apart from the prior's `temperature`)."""
+        text_options = {"max_new_tokens": max_new_tokens, "do_sample": do_sample or None,
+                        "token_temperature": token_temperature, "top_k": top_k, "top_p": top_p}
+        if self.config.modality == "image" and any(value is not None for value in text_options.values()):
+            given = sorted(name for name, value in text_options.items() if value is not None)
+            raise ValueError(f"{given} decode text; this FunnelVae has modality='image'")
         if not self.can_sample_prior:
             raise ValueError(
                 "prior sampling needs regulariser='mmd' or 'kl' (latents pushed towards N(0, I)); this model has "
@@ -909,7 +928,13 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
                 raise ValueError(f"num_samples must be >= 1, got {num_samples}")
             shape = (num_samples, self.config.latent_tokens, self.config.latent_dim)
             latents = randn_with_generator(shape, generator, self.device, self.dtype) * temperature
-        return self.decode(latents, **generate_kwargs).reconstruction
+        if self.config.modality == "image":
+            return self.decode(latents).reconstruction
+        return self.generate(
+            latents, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=1.0 if token_temperature is None else token_temperature, top_k=top_k, top_p=top_p,
+            generator=generator,
+        )
 
     # Copied from hf_ae.models.patch_vae.modeling_patch_vae.PatchVaeModel.interpolate_latents
     @staticmethod
