@@ -100,6 +100,8 @@ def test_card_states_the_aligned_latents_trade_off(aligned):
     limitations = card.split("## Limitations")[1]
     assert ("each position also adding the latent that covers it" in card) == aligned
     assert "A T5 decoder of 1 layer cross-attends" in card
+    # a text model's usage shows sampled tokens with the option names sample() takes
+    assert "generate(8, seed=0, do_sample=True, token_temperature=0.8, top_p=0.9)" in card
     if aligned:
         assert "fixed span of 2 tokens" in limitations and "train with `decoder_aligned_latents=False`" in limitations
     else:
