@@ -152,8 +152,27 @@ def test_text_forward_shapes_and_loss():
     assert torch.allclose(outputs.loss, outputs.recon_loss + model.config.reg_weight * outputs.reg_loss)
 
 
-def test_padding_does_not_change_latents_or_logits():
-    model = text_model()
+@pytest.mark.parametrize(
+    "overrides", [{"num_latent_tokens": None}, {"regulariser": "kl"}, {"mmd_kernel": "rbf"}, {"pooling_type": "max"}],
+    ids=["all_pooled_tokens", "kl", "rbf_kernel", "max_pooling"],
+)
+def test_text_variants_give_their_latents_and_a_regulariser_that_reaches_the_encoder(overrides):
+    model = text_model(**overrides).train()
+    batch = text_batch()
+    outputs = model(**batch, generator=torch.Generator().manual_seed(0))
+    # a fixed count whatever the batch's length, so that any two inputs interpolate: all pooled tokens are those of
+    # max_sequence_length 32 pooled once by block_sizes [1, 1]; else the first 4
+    expected_tokens = 16 if overrides.get("num_latent_tokens", 4) is None else 4
+    assert outputs.latents.shape == (4, expected_tokens, 4)
+    assert torch.isfinite(outputs.loss) and outputs.reg_loss.item() != 0.0
+    outputs.reg_loss.backward()
+    encoder_grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert encoder_grads and any(g.abs().sum() > 0 for g in encoder_grads)
+
+
+@pytest.mark.parametrize("pooling_type", ["mean", "max"])
+def test_padding_does_not_change_latents_or_logits(pooling_type):
+    model = text_model(pooling_type=pooling_type)
     alone = model(**text_batch(["x = 1"]))
     padded = model(**text_batch(["x = 1", "y = foo(bar, baz) + 12345"]))
     assert torch.allclose(alone.latents[0], padded.latents[0], atol=1e-5)
