@@ -107,6 +107,7 @@ def test_card_states_the_aligned_latents_trade_off(aligned):
     else:
         assert "cross-attention alone" in limitations and "fixed span" not in limitations
     assert "`--input_token_deletion 0.1 --input_token_deletion_share 0.5`" in limitations  # trained without it
+    assert "With `--input_token_deletion 0.25` in half of the texts and 12000 steps" in limitations
     if not aligned:  # trained with it: the card says so in Training and does not suggest it again
         card = str(render_card(FunnelVaeModel(config), {"token_accuracy": 0.5},
                                {**context, "train_args": {"input_token_deletion": 0.1}}))
