@@ -230,12 +230,11 @@ class FunnelVaeConfig(PretrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
-        def finite_number(name, value, low, low_inclusive=True):
-            """A real number (not a bool or a string) in [low, inf), or (low, inf) when not low_inclusive."""
+        def finite_number(name):
+            """Checked before the range checks below, so that a string, None or nan names its field there."""
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-            if value < low or (value == low and not low_inclusive):
-                raise ValueError(f"{name} must be {'>=' if low_inclusive else '>'} {low}, got {value!r}")
 
         def one_of(name, choices):
             if getattr(self, name) not in choices:
@@ -283,13 +282,17 @@ class FunnelVaeConfig(PretrainedConfig):
                 f"num_latent_tokens={self.num_latent_tokens} is more than the {self.max_pooled_tokens} pooled tokens "
                 f"the encoder can produce ({self.max_input_tokens} input tokens / pooling by {self.pooling_factor})"
             )
-        finite_number("dropout", self.dropout, 0.0)
-        if self.dropout >= 1.0:
+        for name in ("dropout", "reg_weight", "cycle_weight", "critic_weight", "latent_noise_std", "layer_norm_eps",
+                     "initializer_range"):
+            finite_number(name)
+        if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("reg_weight", "cycle_weight", "critic_weight", "latent_noise_std"):
-            finite_number(name, getattr(self, name), 0.0)
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("layer_norm_eps", "initializer_range"):
-            finite_number(name, getattr(self, name), 0.0, low_inclusive=False)
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.modality == "image":
             # Both shape the text decoder's inputs; the image decoder reads all patches at once from position queries.
             if self.decoder_sliding_window is not None:
