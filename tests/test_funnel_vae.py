@@ -267,8 +267,14 @@ def test_sliding_window_equals_full_attention_on_shorter_sequences_and_limits_lo
                        windowed.generate(long_latents, max_new_tokens=20, use_cache=False))
 
 
-def test_text_gradient_checkpointing_gives_same_gradients():
-    model = text_model().train()
+@pytest.mark.parametrize(
+    "overrides",
+    # the README's combination: the critic's frozen pass under checkpointing once raised a CheckpointError
+    [{}, {"critic_weight": 0.1}, {"cycle_weight": 0.1, "critic_weight": 0.1, "decoder_sliding_window": 32}],
+    ids=["plain", "critic", "cycle_critic_window"],
+)
+def test_text_gradient_checkpointing_gives_same_gradients(overrides):
+    model = text_model(**overrides).train()
     batch = text_batch()
     model(**batch, generator=torch.Generator().manual_seed(0)).loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

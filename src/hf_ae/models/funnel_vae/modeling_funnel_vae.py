@@ -395,6 +395,21 @@ class FunnelVaeCritic(nn.Module):
         pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # masked mean (B, hidden)
         return self.head(pooled).squeeze(-1)
 
+    def forward_frozen(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The critic as a fixed function of its input (B, T, hidden) -> (B,): gradients reach the input, never the
+        critic's weights. Run without gradient checkpointing: `functional_call` swaps the detached weights in only
+        for this call, so a checkpointed layer would recompute with the live weights during backward and fail
+        torch's check that the recomputed tensors match (a CheckpointError under `--gradient_checkpointing`)."""
+        checkpointed = [module for module in self.modules() if getattr(module, "gradient_checkpointing", False)]
+        for module in checkpointed:
+            module.gradient_checkpointing = False
+        try:
+            frozen = {name: parameter.detach() for name, parameter in self.named_parameters()}
+            return torch.func.functional_call(self, frozen, (hidden_states, mask))
+        finally:
+            for module in checkpointed:
+                module.gradient_checkpointing = True
+
 
 class FunnelVaePreTrainedModel(PreTrainedModel):
     config_class = FunnelVaeConfig
@@ -825,8 +840,7 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             predicted_mix = self.critic(mixed_hidden.detach(), token_mask)
             predicted_real = self.critic(hidden_states.detach(), token_mask)
             critic_loss = F.mse_loss(predicted_mix.float(), alpha.float()) + predicted_real.float().pow(2).mean()
-            frozen = {name: parameter.detach() for name, parameter in self.critic.named_parameters()}
-            fooled = torch.func.functional_call(self.critic, frozen, (mixed_hidden, token_mask))
+            fooled = self.critic.forward_frozen(mixed_hidden, token_mask)
             adversarial_loss = fooled.float().pow(2).mean()
         return cycle_loss, critic_loss, adversarial_loss
 
