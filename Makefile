@@ -24,8 +24,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py --output_dir outputs/demo
 
+# Two pytest workers of one torch thread each keep both cores busy (the tests are mostly tiny models, which a
+# second intra-op thread does not speed up); --dist loadfile keeps each file's module fixtures in one worker.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src scripts tests benchmarks

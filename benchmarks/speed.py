@@ -88,16 +88,38 @@ def _rss_bytes() -> int:
 
 
 def _peak_rss_bytes() -> int:
+    """Peak resident set of this process: Linux's VmHWM where there is /proc (the peak of this program's memory,
+    which _reset_peak_rss can lower), else ru_maxrss. ru_maxrss alone is not enough on Linux: it keeps the peak of
+    the process before exec, so a benchmark started from a big parent (a test worker holding models) inherits it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # kilobytes on Linux
+
+
+def _reset_peak_rss() -> bool:
+    """Lower the peak resident set to the current one (Linux >= 4.0: write 5 to /proc/self/clear_refs), so that
+    the next peak is the block's own. False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class PeakMemory:
     """Peak memory of what runs inside `with PeakMemory(device) as memory:` -> `memory.peak_bytes`.
 
-    CUDA: peak of allocated tensors. CPU: the process's peak resident set minus the resident set at entry; valid
-    when the process's earlier peak (imports, data) is below what the block reaches, which holds for a fresh
-    process that builds one model (checked: `memory.reliable`)."""
+    CUDA: peak of allocated tensors. CPU: the process's peak resident set minus the resident set at entry. On Linux
+    the peak is reset at entry, so it is the block's own; elsewhere it is valid only when the process's earlier
+    peak (imports, data) is below what the block reaches, which holds for a fresh process that builds one model
+    (checked: `memory.reliable`)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -111,6 +133,7 @@ class PeakMemory:
             self._start = torch.cuda.memory_allocated(self.device)
         else:
             self._start = _rss_bytes()
+            self._peak_was_reset = _reset_peak_rss()
             self._peak_before = _peak_rss_bytes()
         return self
 
@@ -120,8 +143,8 @@ class PeakMemory:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
         else:
             peak = _peak_rss_bytes()
-            # If the block never rose above the earlier peak, ru_maxrss did not move and says nothing about it.
-            self.reliable = peak > self._peak_before
+            # Without a reset, a block that never rose above the earlier peak did not move it and says nothing.
+            self.reliable = self._peak_was_reset or peak > self._peak_before
             self.peak_bytes = peak - self._start
         return False
 

@@ -5,14 +5,12 @@ A test module subclasses `AutoencoderTesterMixin` and provides `tiny_config()`, 
 """
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from subprocess_env import isolated_env
+from subprocess_env import isolated_env, run_python
 
 
 class AutoencoderTesterMixin:
@@ -133,9 +131,7 @@ class AutoencoderTesterMixin:
             print(json.dumps(report))
             """
         )
-        result = subprocess.run(
-            [sys.executable, "-c", code], env=isolated_env(tmp_path), capture_output=True, text=True, timeout=300
-        )
+        result = run_python(["-c", code], isolated_env(tmp_path))
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["module"].startswith("transformers_modules"), report

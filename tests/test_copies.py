@@ -1,12 +1,10 @@
 """The `# Copied from` markers between model folders: the repository's copies agree, and the checker catches drift."""
 
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "utils"))
+from check_copies import check_tree  # utils/ is on pytest's pythonpath (pyproject.toml)
 
-from check_copies import check_tree  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_copies_in_the_repository_agree():

@@ -1,16 +1,11 @@
 """`make demo` runs scripts/demo.py: a short run of it must train, reload through remote code and print metrics."""
 
-import subprocess
-import sys
 
-from subprocess_env import REPO_ROOT, isolated_env
+from subprocess_env import REPO_ROOT, isolated_env, run_python
 
 
 def test_demo_script_end_to_end_short_run(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "demo.py"), "--output_dir", str(tmp_path / "demo"), "--max_steps", "20"],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=600,
-    )
+    result = run_python([str(REPO_ROOT / "scripts" / "demo.py"), "--output_dir", str(tmp_path / "demo"), "--max_steps", "20"], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "-> transformers_modules." in out  # the reload used the saved code, not hf_ae

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets as hf_datasets
@@ -12,7 +10,7 @@ import pytest
 import torch
 from hub_server import hub_env
 from PIL import Image
-from subprocess_env import REPO_ROOT, isolated_env
+from subprocess_env import REPO_ROOT, isolated_env, run_python
 from test_hub import push_in_subprocess, run_client
 from torch.utils.data import DataLoader
 from transformers import ByT5Tokenizer, DataCollatorWithPadding
@@ -34,7 +32,6 @@ from hf_ae.evaluation.metrics import AVAILABLE_METRICS, load_metric
 from hf_ae.evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
 from hf_ae.evaluation.suite import evaluate_model, format_results, update_model_card
 
-torch.set_num_threads(1)
 EVALUATE_SCRIPT = str(REPO_ROOT / "scripts" / "evaluate.py")
 
 
@@ -137,11 +134,8 @@ def test_text_model_reconstruction_matches_the_training_evaluation(tmp_path):
 def test_evaluate_script_writes_results_and_fails_on_a_task_it_could_not_run(tmp_path):
     model_dir = tmp_path / "model"
     tiny_patch_vae().save_pretrained(model_dir)
-    result = subprocess.run(
-        [sys.executable, EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
-         "--tasks", "reconstruction,nonsense", "--max_eval_samples", "50", "--max_train_samples", "50"],
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180,
-    )
+    result = run_python([EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
+         "--tasks", "reconstruction,nonsense", "--max_eval_samples", "50", "--max_train_samples", "50"], isolated_env(tmp_path, OMP_NUM_THREADS="1"))
     assert result.returncode == 1, result.stderr[-3000:]
     assert "nonsense: not run: unknown task" in result.stdout
     results = json.loads((model_dir / "eval_digits" / "eval_results.json").read_text())
@@ -285,12 +279,9 @@ def test_evaluate_script_pushes_the_updated_card_to_the_hub(tmp_path, hub_endpoi
     model_dir = tmp_path / "model"
     tiny_patch_vae().save_pretrained(model_dir)
     push_in_subprocess(env, model_dir, "test-user/tiny-eval")
-    result = subprocess.run(
-        [sys.executable, EVALUATE_SCRIPT, "--model", "test-user/tiny-eval", "--dataset", "digits",
+    result = run_python([EVALUATE_SCRIPT, "--model", "test-user/tiny-eval", "--dataset", "digits",
          "--tasks", "reconstruction", "--max_eval_samples", "40", "--output_dir", str(tmp_path / "eval"),
-         "--push_to_hub"],
-        env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240,
-    )
+         "--push_to_hub"], {**env, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pushed the card to" in result.stdout
     code = """
@@ -302,8 +293,8 @@ def test_evaluate_script_pushes_the_updated_card_to_the_hub(tmp_path, hub_endpoi
     pushed = json.loads(run_client(code, env).stdout.strip().splitlines()[-1])
     local = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["tasks"]["reconstruction"]
     assert pushed["mse"] == pytest.approx(local["mse"]) and pushed["psnr"] == pytest.approx(local["psnr"])
-    refused = subprocess.run([sys.executable, EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
-                              "--push_to_hub"], env=env, capture_output=True, text=True, timeout=120)
+    refused = run_python([EVALUATE_SCRIPT, "--model", str(model_dir), "--dataset", "digits",
+                              "--push_to_hub"], env)
     assert refused.returncode == 2 and "needs --hub_model_id" in refused.stderr
 
 

@@ -2,14 +2,12 @@
 estimator, generation with a KV cache and a sliding window, and the interpolation losses here."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from autoencoder_mixin import AutoencoderTesterMixin
-from subprocess_env import isolated_env
+from subprocess_env import isolated_env, run_python
 from transformers import AutoTokenizer, ByT5Tokenizer
 
 from hf_ae import FunnelVaeConfig, FunnelVaeModel
@@ -404,8 +402,7 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
         print(json.dumps(report))
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], env=isolated_env(tmp_path), capture_output=True, text=True,
-                            timeout=300, stdin=subprocess.DEVNULL)
+    result = run_python(["-c", code], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().split("\n")[-1])
     assert report["module"].startswith("transformers_modules")

@@ -39,16 +39,6 @@ def run_train(argv):
     return train(*parse_args(argv))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These models are tiny: a second intra-op thread gains nothing, and when another process holds a core it
-    stalls each op (measured: the 400-step image run took 54 s with 2 threads beside a busy core, 12 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def text_args(output_dir, dataset="digits-text", *extra, overrides=TINY_TEXT):
     return [
         "--model", "funnel_vae", "--dataset", dataset, "--output_dir", str(output_dir),

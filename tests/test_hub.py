@@ -5,8 +5,6 @@ Client code runs in subprocesses (see `run_client`) because huggingface_hub read
 
 import json
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from hub_server import hub_env
 from huggingface_hub import EvalResult
 from PIL import Image
 from safetensors.torch import save_file
+from subprocess_env import run_python
 
 from hf_ae.hub import push_to_hub, render_model_card
 
@@ -42,7 +41,7 @@ def run_client(code: str, env: dict, *, check: bool = True, without_hf_ae: bool 
     code = textwrap.dedent(code)
     if without_hf_ae:
         code = 'import sys; sys.modules["hf_ae"] = None\n' + code
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    proc = run_python(["-c", code], env)
     if check and proc.returncode != 0:
         pytest.fail(f"client subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -282,13 +281,10 @@ def test_trained_patch_vae_round_trips_through_the_hub(tmp_path, hub_endpoint):
     env = hub_env(hub_endpoint, tmp_path)
     output_dir = tmp_path / "trained"
     train_script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
-    proc = subprocess.run(
-        [sys.executable, str(train_script), "--max_steps", "3", "--output_dir", str(output_dir),
+    proc = run_python([str(train_script), "--max_steps", "3", "--output_dir", str(output_dir),
          "--config_overrides", "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32",
          "--max_train_samples", "32", "--max_eval_samples", "16", "--num_sample_images", "4",
-         "--push_to_hub", "--hub_model_id", "test-user/patch-vae-tiny"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+         "--push_to_hub", "--hub_model_id", "test-user/patch-vae-tiny"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pushed to" in proc.stdout
 

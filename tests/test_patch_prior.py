@@ -22,15 +22,6 @@ TINY_PRIOR = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, in
 TINY_VAE = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, latent_dim=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: a second intra-op thread gains nothing and stalls when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_prior(num_codes=12, num_patches=6, num_classes=0, seed=0, **overrides) -> PatchPriorModel:
     torch.manual_seed(seed)
     config = PatchPriorConfig(num_codes=num_codes, num_patches=num_patches, num_classes=num_classes,

@@ -4,15 +4,13 @@ first, the prior trained against its repo id, then loaded by a pipeline where hf
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 from hub_server import hub_env
 from PIL import Image
 from safetensors.torch import load_file
-from subprocess_env import REPO_ROOT
+from subprocess_env import REPO_ROOT, run_python
 from test_hub import push_in_subprocess, run_client
 
 from hf_ae import PatchPriorModel, PatchVaeConfig, PatchVaeModel
@@ -25,14 +23,6 @@ VQ_OVERRIDES = ("bottleneck=vq,codebook_size=16,latent_dim=4,patch_size=2,hidden
                 "num_attention_heads=2,intermediate_size=32")
 PRIOR_OVERRIDES = "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32"
 TRAIN_SAMPLES, EVAL_SAMPLES = 128, 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def common_args(output_dir, *extra):
@@ -133,12 +123,9 @@ def test_prior_round_trips_through_the_hub_and_generates_without_hf_ae(vq_dir, t
     env = hub_env(hub_endpoint, tmp_path)
     push_in_subprocess(env, vq_dir, "test-user/vq-tiny")
     output_dir = tmp_path / "prior"
-    proc = subprocess.run(
-        [sys.executable, TRAIN_SCRIPT,
+    proc = run_python([TRAIN_SCRIPT,
          *prior_args(output_dir, "test-user/vq-tiny", "--class_conditional", "--max_steps", "4"),
-         "--push_to_hub", "--hub_model_id", "test-user/prior-tiny"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+         "--push_to_hub", "--hub_model_id", "test-user/prior-tiny"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pushed to" in proc.stdout
 

@@ -10,7 +10,6 @@ from subprocess_env import isolated_env, run_torchrun
 
 from hf_ae.training import parse_args, train
 
-torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = str(REPO_ROOT / "scripts" / "train.py")
 WORKER = str(Path(__file__).resolve().parent / "vq_ddp_worker.py")
@@ -44,7 +43,7 @@ def run_workers(tmp_path, name, sync, ema):
     result = run_torchrun(
         ["--nproc_per_node", "2", WORKER, str(output_dir), "1" if sync else "0", "1" if ema else "0"],
         # one thread per worker: two workers of 2 threads on a 2-core machine run ~50x slower
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), timeout=240,
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "world_size=2" in result.stdout
@@ -71,7 +70,7 @@ def test_two_process_vq_training_finishes_and_evaluates_codes_of_both_ranks(tmp_
          "--model", "patch_vae", "--dataset", "digits", "--output_dir", str(output_dir),
          "--config_overrides", TINY_VQ + ",vq_dead_code_threshold=4.0", "--max_steps", "12",
          "--per_device_train_batch_size", "16", "--probe", "False", "--logging_steps", "4"],
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), timeout=240,
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())

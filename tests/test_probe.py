@@ -1,11 +1,9 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from subprocess_env import REPO_ROOT, isolated_env
+from subprocess_env import REPO_ROOT, isolated_env, run_python
 
 from hf_ae import PatchVaeConfig, PatchVaeModel
 from hf_ae.data import load_dataset_for_training
@@ -44,11 +42,8 @@ def test_probe_needs_labels():
 def test_probe_script_prints_table_and_writes_json(tmp_path):
     torch.manual_seed(0)
     PatchVaeModel(PatchVaeConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "m")
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "probe_svm.py"), "--model", str(tmp_path / "m"), "--dataset", "digits",
-         "--max_train_samples", "200"],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=300,
-    )
+    result = run_python([str(REPO_ROOT / "scripts" / "probe_svm.py"), "--model", str(tmp_path / "m"), "--dataset", "digits",
+         "--max_train_samples", "200"], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "chance (most frequent class)" in result.stdout
     saved = json.loads((tmp_path / "m" / "probe_svm_digits.json").read_text())

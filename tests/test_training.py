@@ -3,14 +3,12 @@
 import json
 import shlex
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from subprocess_env import REPO_ROOT, isolated_env, run_torchrun
+from subprocess_env import REPO_ROOT, isolated_env, run_python, run_torchrun
 
 from hf_ae.training import parse_args, train
 from hf_ae.training.artifacts import reproduce_command
@@ -34,11 +32,8 @@ def run_train(argv):
 def test_train_script_with_defaults_writes_a_complete_model_folder(tmp_path):
     """The documented minimal command: nothing but --model, --dataset, --max_steps and --output_dir."""
     output_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, TRAIN_SCRIPT, "--model", "patch_vae", "--dataset", "digits", "--max_steps", "30",
-         "--output_dir", str(output_dir)],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=600,
-    )
+    result = run_python([TRAIN_SCRIPT, "--model", "patch_vae", "--dataset", "digits", "--max_steps", "30",
+         "--output_dir", str(output_dir)], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training:" in result.stderr  # the progress bar
     files = {p.name for p in output_dir.iterdir()}
@@ -161,7 +156,7 @@ def test_two_processes_train_with_world_size_two(tmp_path):
     result = run_torchrun(
         ["--nproc_per_node", "2", TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
         # one thread per worker: two workers of 2 threads on a 2-core machine ran ~50x slower and timed out
-        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"), timeout=180,
+        env=isolated_env(tmp_path, OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())
@@ -177,11 +172,8 @@ def test_two_processes_train_with_world_size_two(tmp_path):
 def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
     """In a subprocess: Accelerate's state (mixed precision included) is one per process."""
     output_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard",
-                                                  "--mixed_precision", "bf16", "--gradient_checkpointing", "--eval_steps", "2")],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=300,
-    )
+    result = run_python([TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard",
+                                                  "--mixed_precision", "bf16", "--gradient_checkpointing", "--eval_steps", "2")], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((output_dir / "all_results.json").read_text())["global_step"] == 4
     events = list((output_dir / "logs").rglob("events.out.tfevents.*"))
@@ -264,11 +256,8 @@ def test_torch_compile_option_trains_and_saves_the_plain_model(tmp_path):
     """--torch_compile True: Accelerate's inductor backend compiles the model (a subprocess: the dynamo state is per
     process); the loss falls and the saved weights load into a plain model under their own names."""
     output_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "6", "--torch_compile", "True",
-                                                  "--probe", "False")],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=400,
-    )
+    result = run_python([TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "6", "--torch_compile", "True",
+                                                  "--probe", "False")], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((output_dir / "training_args.json").read_text())["torch_compile"] is True
     weights = load_file(output_dir / "model.safetensors")

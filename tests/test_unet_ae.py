@@ -3,8 +3,6 @@
 
 import io
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -13,7 +11,7 @@ import torch
 from autoencoder_mixin import AutoencoderTesterMixin
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from subprocess_env import isolated_env
+from subprocess_env import isolated_env, run_python
 from transformers import pipeline as transformers_pipeline
 
 from hf_ae import PatchVaeConfig, PatchVaeModel, UNetAeConfig, UNetAeModel
@@ -340,8 +338,7 @@ def test_remote_code_denoising_and_generation_without_hf_ae(tmp_path):
                           "frames": len(walk[0]["frames"]), "gif": walk[0]["gif"][:4].decode()}}))
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], env=isolated_env(tmp_path), capture_output=True, text=True,
-                            timeout=300)
+    result = run_python(["-c", code], isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["module"].startswith("transformers_modules")

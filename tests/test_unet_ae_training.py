@@ -2,8 +2,6 @@
 only to copy removes noise it never saw; photos; and the Hub round trip."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import torch
 from hub_server import hub_env
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from subprocess_env import run_python
 from test_hub import run_client
 
 from hf_ae import UNetAeConfig, UNetAeModel
@@ -105,11 +104,8 @@ def test_photos_train_in_colour(tmp_path):
 def test_trained_unet_ae_round_trips_through_the_hub(tmp_path, hub_endpoint):
     env = hub_env(hub_endpoint, tmp_path)
     output_dir = tmp_path / "trained"
-    proc = subprocess.run(
-        [sys.executable, TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "3", "--probe", "False"),
-         "--push_to_hub", "--hub_model_id", "test-user/unet-ae-tiny"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_python([TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "3", "--probe", "False"),
+         "--push_to_hub", "--hub_model_id", "test-user/unet-ae-tiny"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pixel_values = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
