@@ -29,6 +29,7 @@ def run_train(argv):
     return train(*parse_args(argv))
 
 
+@pytest.mark.slow
 def test_train_script_with_defaults_writes_a_complete_model_folder(tmp_path):
     """The documented minimal command: nothing but --model, --dataset, --max_steps and --output_dir."""
     output_dir = tmp_path / "run"
@@ -71,8 +72,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     assert results["global_step"] == 11
     expected, got = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    for name in expected:  # one process, the same kernels and batches: bit for bit
+        assert torch.equal(expected[name], got[name]), name
 
     # Sanity check that the comparison can fail: a different seed ends elsewhere.
     other = tmp_path / "other"
@@ -81,13 +82,17 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     assert any(not torch.allclose(expected[n], other_weights[n], atol=1e-6) for n in expected)
 
 
-def test_resume_latest_picks_newest_checkpoint_and_keeps_limit(tmp_path):
+def test_resume_latest_picks_newest_checkpoint_and_keeps_limit(tmp_path, capsys):
     output_dir = tmp_path / "run"
-    run_train(tiny_args(output_dir, "--max_steps", "6", "--checkpointing_steps", "2", "--save_total_limit", "2"))
-    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["step_4", "step_6"]
-    # continuing to 8 steps from the newest checkpoint (step 6) in the same folder
-    results = run_train(tiny_args(output_dir, "--max_steps", "8", "--resume_from_checkpoint", "latest"))
-    assert results["global_step"] == 8
+    run_train(tiny_args(output_dir, "--max_steps", "12", "--checkpointing_steps", "4", "--save_total_limit", "2"))
+    # newest by step, not by name: "step_8" sorts after "step_12" as text
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["step_12", "step_8"]
+    capsys.readouterr()
+    results = run_train(tiny_args(output_dir, "--max_steps", "14", "--resume_from_checkpoint", "latest"))
+    assert results["global_step"] == 14
+    assert "resuming at step 12" in capsys.readouterr().out
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert [record["step"] for record in history if "loss" in record] == [14]  # only steps 13-14 were trained
 
 
 def test_missing_and_corrupt_checkpoints_fail_clearly_and_overwrite_nothing(tmp_path):
@@ -150,6 +155,7 @@ def test_bad_training_arguments_raise_clear_errors(tmp_path, extra, message):
         run_train(tiny_args(tmp_path / "run", "--max_steps", "1") + extra)
 
 
+@pytest.mark.slow
 def test_two_processes_train_with_world_size_two(tmp_path):
     """torchrun starts 2 real CPU processes (gloo); only the main process writes and prints results."""
     output_dir = tmp_path / "ddp"
@@ -169,18 +175,69 @@ def test_two_processes_train_with_world_size_two(tmp_path):
     shutil.rmtree(output_dir / "checkpoints")
 
 
+# Trains through train() with the model's forward and the ViT attention recorded: for each training forward,
+# whether autocast was on and in which dtype, and how many attention calls ran with gradients (a checkpointed layer
+# runs twice: once in the forward, once when backward recomputes it). Prints the record as JSON.
+RECORDING_DRIVER = """
+import json, sys
+import torch
+from transformers.models.vit.modeling_vit import ViTAttention
+from hf_ae import PatchVaeModel
+from hf_ae.training import parse_args, train
+
+record = {"autocast": [], "training_forwards": 0, "attention_calls_with_grad": 0, "layers": 0}
+model_forward, attention_forward = PatchVaeModel.forward, ViTAttention.forward
+
+def recording_model_forward(self, *args, **kwargs):
+    if self.training and torch.is_grad_enabled():
+        record["training_forwards"] += 1
+        record["autocast"].append([torch.is_autocast_enabled("cpu"), str(torch.get_autocast_dtype("cpu"))])
+        record["layers"] = len(self.encoder.layers) + len(self.decoder.layers)
+    return model_forward(self, *args, **kwargs)
+
+def recording_attention_forward(self, *args, **kwargs):
+    if self.training and torch.is_grad_enabled():
+        record["attention_calls_with_grad"] += 1
+    return attention_forward(self, *args, **kwargs)
+
+PatchVaeModel.forward, ViTAttention.forward = recording_model_forward, recording_attention_forward
+train(*parse_args(sys.argv[1:]))
+print(json.dumps(record))
+"""
+
+
 def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
-    """In a subprocess: Accelerate's state (mixed precision included) is one per process."""
+    """In a subprocess: Accelerate's state (mixed precision included) is one per process. Every training forward
+    runs under bf16 autocast, every ViT layer is recomputed in backward, and TensorBoard holds the logged scalars."""
     output_dir = tmp_path / "run"
-    result = run_python([TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard",
-                                                  "--mixed_precision", "bf16", "--gradient_checkpointing", "--eval_steps", "2")], isolated_env(tmp_path))
+    result = run_python(["-c", RECORDING_DRIVER, *tiny_args(output_dir, "--max_steps", "4", "--report_to", "tensorboard",
+                                                            "--mixed_precision", "bf16", "--gradient_checkpointing",
+                                                            "--eval_steps", "2", "--probe", "False")],
+                        isolated_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["training_forwards"] == 4
+    assert record["autocast"] == [[True, "torch.bfloat16"]] * 4
+    assert record["attention_calls_with_grad"] == 2 * record["layers"] * 4  # forward + recompute, every layer
     assert json.loads((output_dir / "all_results.json").read_text())["global_step"] == 4
-    events = list((output_dir / "logs").rglob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    assert any("eval_mse" in record for record in history)  # the evaluation at step 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_logs = output_dir / "logs" / "hf_ae"  # the tracker's run; its hparams sit in a subfolder
+    events = EventAccumulator(str(run_logs)).Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [2, 4]  # --logging_steps 2
+    assert [event.step for event in events.Scalars("eval/mse")] == [2, 4]  # --eval_steps 2, and the final one
     assert json.loads((output_dir / "training_args.json").read_text())["mixed_precision"] == "bf16"
+
+
+def test_the_recording_driver_sees_plain_precision_and_no_recomputation(tmp_path):
+    """The control for the test above: without the options, the same record shows no autocast and one attention
+    call per layer and step."""
+    result = run_python(["-c", RECORDING_DRIVER, *tiny_args(tmp_path / "run", "--max_steps", "2", "--probe", "False")],
+                        isolated_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [enabled for enabled, _ in record["autocast"]] == [False, False]
+    assert record["attention_calls_with_grad"] == record["layers"] * 2
 
 
 @pytest.mark.parametrize(
@@ -252,13 +309,18 @@ def test_reproduce_command_parses_back_to_the_same_arguments():
     assert [vars(group) for group in reparsed] == [vars(group) for group in parse_args(argv)]
 
 
+@pytest.mark.slow
 def test_torch_compile_option_trains_and_saves_the_plain_model(tmp_path):
     """--torch_compile True: Accelerate's inductor backend compiles the model (a subprocess: the dynamo state is per
-    process); the loss falls and the saved weights load into a plain model under their own names."""
-    output_dir = tmp_path / "run"
+    process); the loss falls and the saved weights load into a plain model under their own names. Inductor writes
+    into a cache of this test's own, so a warm cache from an earlier run neither hides a missing compilation nor
+    changes what runs."""
+    output_dir, inductor_cache = tmp_path / "run", tmp_path / "inductor"
     result = run_python([TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "6", "--torch_compile", "True",
-                                                  "--probe", "False")], isolated_env(tmp_path))
+                                                  "--probe", "False")],
+                        isolated_env(tmp_path, TORCHINDUCTOR_CACHE_DIR=str(inductor_cache)))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert list(inductor_cache.rglob("*.py")), "inductor generated no code: the model was not compiled"
     assert json.loads((output_dir / "training_args.json").read_text())["torch_compile"] is True
     weights = load_file(output_dir / "model.safetensors")
     assert weights and not any(name.startswith("_orig_mod") for name in weights)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hub_server import hub_env
 from PIL import Image
@@ -101,6 +102,7 @@ def test_photos_train_in_colour(tmp_path):
         assert samples.mode == "RGB"
 
 
+@pytest.mark.slow
 def test_trained_unet_ae_round_trips_through_the_hub(tmp_path, hub_endpoint):
     env = hub_env(hub_endpoint, tmp_path)
     output_dir = tmp_path / "trained"

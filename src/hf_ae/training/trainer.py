@@ -396,6 +396,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
 
     # 6. Evaluate, save, push (the main process writes; the others wait).
     metrics = evaluate(model, eval_loader, accelerator)
+    accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)  # the trackers see it too
     results = {
         **{f"eval_{k}": v for k, v in metrics.items()},
         "global_step": global_step,
