@@ -49,16 +49,28 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
             assert outputs.kl_loss.item() == 0.0 and outputs.commitment_loss > 0
             assert torch.allclose(outputs.codebook_loss, outputs.commitment_loss)  # the same distance, two gradients
             assert torch.allclose(outputs.loss, outputs.recon_loss + 0.25 * outputs.commitment_loss + outputs.codebook_loss)
+            # commitment pulls the encoder towards its codes; the codebook loss pulls the codes towards the encoder
+            codebook, proj = model.bottleneck.codebook, model.bottleneck.proj.weight
+            commitment = torch.autograd.grad(outputs.commitment_loss, [codebook, proj], retain_graph=True,
+                                             allow_unused=True, materialize_grads=True)
+            pull = torch.autograd.grad(outputs.codebook_loss, [codebook, proj], allow_unused=True, materialize_grads=True)
+            assert commitment[0].abs().sum() == 0 and commitment[1].abs().sum() > 0
+            assert pull[0].abs().sum() > 0 and pull[1].abs().sum() == 0
             return
         assert torch.allclose(outputs.loss, outputs.recon_loss + 0.3 * outputs.kl_loss)
         if self.bottleneck in ("none", "fsq"):
             assert outputs.kl_loss.item() == 0.0 and outputs.latent_mean is None
         else:
-            mean, logvar = outputs.latent_mean, outputs.latent_logvar
-            kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum((1, 2)).mean() / 64
-            assert outputs.kl_loss > 0 and torch.allclose(outputs.kl_loss, kl)
+            assert outputs.kl_loss > 0
             # an explicit weight (the warm-up) overrides the config's
             assert torch.allclose(model(pixel_values, kl_weight=0.0).loss, outputs.recon_loss)
+            # Known answers: a posterior N(1, 1) per value has KL 0.5 * (1 + 1 - 1 - 0) = 0.5; N(0, 4) has
+            # 0.5 * (4 - 1 - ln 4). Summed over 4 patches x 2 dims, divided by the 64 values of an image.
+            with torch.no_grad():
+                model.bottleneck.proj.weight.zero_()
+                for mean, logvar, expected in ((1.0, 0.0, 0.5 * 8 / 64), (0.0, math.log(4), (1.5 - math.log(2)) * 8 / 64)):
+                    model.bottleneck.proj.bias.copy_(torch.tensor([mean, mean, logvar, logvar]))
+                    assert model(pixel_values).kl_loss.item() == pytest.approx(expected, rel=1e-5)
 
     def test_training_forward_samples_posterior_eval_forward_uses_mean(self):
         model = self.make_model()
@@ -68,8 +80,11 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
         model.train()
         sampled = model(pixel_values, generator=torch.Generator().manual_seed(0)).latents
         if self.bottleneck == "kl":
+            # the reparameterised draw: mean + std * the generator's standard normal noise
+            noise = torch.empty(encoded.latent_mean.shape).normal_(generator=torch.Generator().manual_seed(0))
+            expected = encoded.latent_mean + torch.exp(0.5 * encoded.latent_logvar) * noise
+            assert torch.allclose(sampled, expected, atol=1e-6)
             assert not torch.allclose(sampled, encoded.latents)
-            assert torch.allclose(encoded.latents, encoded.latent_mean)
         elif self.bottleneck == "vq":  # the first training forward initialises the codebook from the batch
             assert bool(model.bottleneck.initialized)
         else:
@@ -90,8 +105,9 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
 
 
 def test_bce_reconstruction_is_sigmoid_and_checks_target_range():
+    torch.manual_seed(0)
     model = PatchVaeModel(PatchVaeConfig(**TINY, reconstruction_loss="bce")).eval()
-    pixel_values = torch.rand(2, 1, 8, 8)
+    pixel_values = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     outputs = model(pixel_values)
     assert 0 <= outputs.reconstruction.min() and outputs.reconstruction.max() <= 1
     logits = torch.logit(outputs.reconstruction.clamp(1e-6, 1 - 1e-6))
@@ -102,8 +118,10 @@ def test_bce_reconstruction_is_sigmoid_and_checks_target_range():
 
 
 def test_labels_are_reconstruction_targets():
+    torch.manual_seed(0)
     model = PatchVaeModel(PatchVaeConfig(**TINY, bottleneck="none")).eval()
-    noisy, clean = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    generator = torch.Generator().manual_seed(0)
+    noisy, clean = torch.rand(2, 1, 8, 8, generator=generator), torch.rand(2, 1, 8, 8, generator=generator)
     outputs = model(noisy, labels=clean)
     assert torch.allclose(outputs.recon_loss, torch.nn.functional.mse_loss(outputs.reconstruction, clean))
     with pytest.raises(ValueError, match="labels must have shape"):
@@ -177,8 +195,9 @@ def test_slerp_endpoints_norm_and_degenerate_cases():
 
 
 def test_interpolate_path_has_both_ends():
+    torch.manual_seed(0)
     model = PatchVaeModel(PatchVaeConfig(**TINY)).eval()
-    pair = torch.rand(2, 1, 8, 8)
+    pair = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     ratios, path = model.interpolate(pair, num_steps=5, method="slerp")
     assert ratios.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     ends = model.decode(model.encode(pair).latents).reconstruction
