@@ -24,9 +24,11 @@ from hf_ae.data import python_lines as python_lines_module
 
 @pytest.fixture(autouse=True)
 def _quiet_progress_bars():
+    was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     yield
-    datasets.enable_progress_bars()
+    if was_enabled:  # leave them as the test found them
+        datasets.enable_progress_bars()
 
 
 def column(split: datasets.Dataset, name: str) -> list:

@@ -50,11 +50,28 @@ def test_train_writes_the_model_its_generation_figures_and_card(tmp_path):
         assert walk.size == (11 * 66 + 2, 4 * 66 + 2)
 
 
-def test_probe_can_be_skipped_and_denoising_noise_left_unclipped(tmp_path):
+def test_probe_can_be_skipped_and_denoising_noise_left_unclipped(tmp_path, monkeypatch):
+    """What the model trains on: inputs with noise outside [0, 1] (not clipped), one noise level per image
+    (uniform in [0, 0.2]), the clean images as targets."""
+    seen = []
+    original_forward = UNetAeModel.forward
+
+    def recording_forward(self, pixel_values, labels=None, **kwargs):
+        if self.training:
+            seen.append((pixel_values.detach().clone(), labels.detach().clone()))
+        return original_forward(self, pixel_values, labels=labels, **kwargs)
+
+    monkeypatch.setattr(UNetAeModel, "forward", recording_forward)
     output_dir = tmp_path / "run"
     results = train(*parse_args(tiny_args(output_dir, "--max_steps", "2", "--probe", "False",
                                           "--input_noise_std", "0.2", "--input_noise_clip", "False",
                                           "--input_noise_uniform", "True")))
+    assert len(seen) == 2
+    for inputs, clean in seen:
+        assert inputs.min() < 0 or inputs.max() > 1  # unclipped
+        assert 0 <= clean.min() and clean.max() <= 1
+        levels = (inputs - clean).flatten(1).std(1)  # (B,): one level per image, spread over [0, 0.2]
+        assert levels.max() < 0.25 and levels.max() > 2 * levels.min()
     assert "eval_probe_accuracy" not in results and not (output_dir / "probe_svm_digits.json").exists()
     arguments = json.loads((output_dir / "training_args.json").read_text())
     assert arguments["input_noise_std"] == 0.2 and arguments["input_noise_clip"] is False
