@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint benchmark clean
+.PHONY: install demo test test-fast test-kernels lint benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ TEST_WORKERS ?= 2
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
+	$(PYTEST) tests
+
+# Everything but the end-to-end runs marked slow (subprocess training, torch.compile, torchrun, the demo).
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow" tests
+
+# The suite once per CPU kernel set torch can pick (ATEN_CPU_CAPABILITY): the portable one, AVX2 where the CPU has
+# it, then the machine's own. CI runs on a machine like yours but not always the same CPU, and a verdict must not
+# depend on which kernels ran. About three times `make test`; run it before you push a change to tests or numerics.
+test-kernels: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(PYTEST) tests
+	if grep -qw avx2 /proc/cpuinfo 2>/dev/null; then ATEN_CPU_CAPABILITY=avx2 $(PYTEST) tests; fi
 	$(PYTEST) tests
 
 lint: $(STAMP)

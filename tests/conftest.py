@@ -28,6 +28,12 @@ import torch  # noqa: E402
 SESSION_THREADS = torch.get_num_threads()
 
 
+def pytest_report_header(config):
+    """Which kernels torch picked (ATEN_CPU_CAPABILITY forces one; `make test-kernels` runs each) and how many
+    threads: a failure report then says what it ran on."""
+    return f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, {SESSION_THREADS} thread(s)"
+
+
 @pytest.fixture(autouse=True)
 def same_global_state_for_every_test():
     """Every test starts from the same global random state and thread count, whatever ran before it (a test that
