@@ -86,11 +86,16 @@ def has_accelerator_device() -> bool:
     return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
 
 
-def _step_generator(seed: int, step: int, process_index: int, device) -> torch.Generator:
-    """Posterior noise as a pure function of (seed, step, rank): a resumed run draws the same noise as an
-    uninterrupted one, whatever else consumed the global RNG (data-loader iterators do)."""
+def _step_generator(seed: int, step: int, micro_batch: int, process_index: int, device) -> torch.Generator:
+    """The randomness of one micro-batch as a pure function of (seed, optimizer step, micro-batch within the step,
+    rank), so that a resumed run draws what an uninterrupted one draws, whatever else consumed the global RNG
+    (creating the data iterator that skips the batches already seen does). Returns the generator of the posterior
+    and input noise, and reseeds torch's global generators with the same value for what draws from them (dropout).
+    Each micro-batch of an accumulated step gets its own draws (they used to share the step's)."""
+    value = seed * 1_000_003 + step * 101 + process_index + micro_batch * 1_000_000_007
+    torch.manual_seed(value)
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 1_000_003 + step * 101 + process_index)
+    generator.manual_seed(value)
     return generator
 
 
@@ -297,8 +302,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         except Exception as error:  # a checkpoint whose files are unreadable
             raise ValueError(f"could not load checkpoint {resume_path}: {error}") from error
         global_step = json.loads((resume_path / TRAINING_STATE_NAME).read_text())["global_step"]
-    completed_batches = global_step * train_args.gradient_accumulation_steps
-    start_epoch, skip_batches = divmod(completed_batches, len(train_loader))
+    # Accelerate also steps at the end of each epoch, so an epoch is steps_per_epoch optimizer steps whatever the
+    # remainder of its micro-batches; a step of the epoch in progress is `accumulation` micro-batches.
+    start_epoch, steps_into_epoch = divmod(global_step, steps_per_epoch)
+    skip_batches = steps_into_epoch * train_args.gradient_accumulation_steps
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -329,6 +336,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     running_code_stats: dict[str, torch.Tensor] = {}
     model.train()
     epoch = start_epoch
+    micro_batch = 0  # within the current optimizer step
     while global_step < max_steps:
         train_loader.set_epoch(epoch)
         epoch_loader = train_loader
@@ -336,7 +344,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             epoch_loader = accelerator.skip_first_batches(train_loader, skip_batches)
         for batch in epoch_loader:
             with accelerator.accumulate(model):
-                generator = _step_generator(train_args.seed, global_step, accelerator.process_index, accelerator.device)
+                generator = _step_generator(train_args.seed, global_step, micro_batch, accelerator.process_index,
+                                            accelerator.device)
                 if modality == "image":
                     clean = batch["pixel_values"]  # (B, C, H, W)
                     inputs = {"pixel_values": clean}
@@ -360,7 +369,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 if value is not None:
                     running_code_stats[name] = running_code_stats.get(name, 0.0) + value.detach().float()
             if not accelerator.sync_gradients:
+                micro_batch += 1
                 continue
+            micro_batch = 0
             global_step += 1
             progress.update(1)
 
