@@ -32,6 +32,7 @@ import json
 import math
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,14 @@ def probe_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str, 
     except MissingLabels as error:
         raise TaskNotApplicable(f"{error}: choose a labelled data set") from error
     train_labels, test_labels = inputs["train_labels"], inputs["test_labels"]
+    counts = Counter(np.concatenate([train_labels, test_labels]).tolist())
+    single = sorted(label for label, count in counts.items() if count < 2)
+    if folds and single:  # python-lines has modules with one line: report it, don't crash the other tasks
+        raise TaskNotApplicable(
+            f"the probe's cross-validation needs at least 2 examples of every class; {len(single)} of the "
+            f"{len(counts)} classes have one (labels {single[:5]}{' ...' if len(single) > 5 else ''}): use more "
+            "samples or a data set with more examples per class"
+        )
     metric = load_metric("svm_probe")
     results = {"latent_shape": list(inputs["train_latents"].shape[1:]), "train_samples": len(train_labels),
                "test_samples": len(test_labels), "num_classes": len(set(train_labels.tolist())),
