@@ -16,9 +16,11 @@ from subprocess_env import REPO_ROOT
 from test_hub import push_in_subprocess, run_client
 from transformers import AutoTokenizer, ByT5Tokenizer
 
+import hf_ae.training.artifacts as artifacts_module
 import hf_ae.training.trainer as trainer_module
 from hf_ae import FunnelVaeConfig, FunnelVaeModel
 from hf_ae.data import load_dataset_for_training
+from hf_ae.evaluation.probe import run_probe
 from hf_ae.training import parse_args, train
 from hf_ae.training.artifacts import render_card
 
@@ -33,6 +35,11 @@ SMALL_IMAGE = (
 )
 TEXT_TRAIN_SAMPLES, TEXT_EVAL_SAMPLES = 60, 30
 IMAGE_TRAIN_SAMPLES, IMAGE_EVAL_SAMPLES = 300, 64
+# The two seeds of the recipe that met the python-lines goal, whose figures the card of a clean-input model quotes.
+DELETION_RECIPE_RESULTS = [
+    REPO_ROOT / "benchmarks" / "results" / f"funnel_vae_python_lines_cpu_unaligned_del025_share05_12000_seed{seed}.json"
+    for seed in (42, 43)
+]
 
 
 def run_train(argv):
@@ -97,12 +104,45 @@ def test_card_states_the_aligned_latents_trade_off(aligned):
     else:
         assert "cross-attention alone" in limitations and "fixed span" not in limitations
     assert "`--input_token_deletion 0.1 --input_token_deletion_share 0.5`" in limitations  # trained without it
-    assert "With `--input_token_deletion 0.25` in half of the texts and 12000 steps" in limitations
+    assert deletion_recipe_sentence(DELETION_RECIPE_RESULTS) in limitations
     if not aligned:  # trained with it: the card says so in Training and does not suggest it again
         card = str(render_card(FunnelVaeModel(config), {"token_accuracy": 0.5},
                                {**context, "train_args": {"input_token_deletion": 0.1}}))
         assert "`--input_token_deletion 0.1" not in card.split("## Limitations")[1]
         assert "deleted with probability 0.1" in card
+
+
+def deletion_recipe_sentence(paths) -> str:
+    """The card's sentence on the deletion recipe, its figures computed here from the results files: token accuracy
+    at one decimal (both seeds: 89.57% and 89.58% -> "89.6%"), the range of the valid shares in whole percent."""
+    runs = [json.loads(path.read_text())["figures"] for path in paths]
+    tokens = sorted({f"{100 * run['token_accuracy']:.1f}" for run in runs}, key=float)  # seeds that agree: one figure
+    valid = sorted(100 * run["valid"] for run in runs)
+    assert all(run["valid_novel_nontrivial"] > run["valid"] / 2 for run in runs)  # "most of them"
+    return (f"With `--input_token_deletion 0.25` in half of the texts and 12000 steps the same model reaches "
+            f"{'-'.join(tokens)}% token accuracy with {valid[0]:.0f}-{valid[-1]:.0f}% of points parsing, most of them "
+            f"new and non-trivial ({len(runs)} seeds).")
+
+
+def test_card_quotes_the_deletion_recipe_from_the_results_files(tmp_path, monkeypatch):
+    """The figures are read when the card is rendered: other results give another sentence, none gives none."""
+    config = FunnelVaeConfig(vocab_size=259, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                             decoder_num_attention_heads=2, block_sizes=[1, 1], decoder_num_layers=1, latent_dim=4)
+    context = {"dataset": "python-lines", "model_name": "m", "train_args": {}, "epochs": 1.0,
+               "train_runtime_seconds": 1.0}
+    copies = []
+    for path, (tokens, valid) in zip(DELETION_RECIPE_RESULTS, ((0.9012, 0.70), (0.9049, 0.74))):
+        results = json.loads(path.read_text())
+        results["figures"].update(token_accuracy=tokens, valid=valid)
+        copies.append(tmp_path / path.name)
+        copies[-1].write_text(json.dumps(results))
+    monkeypatch.setattr(artifacts_module, "BENCHMARK_RESULTS_DIR", tmp_path)
+    card = str(render_card(FunnelVaeModel(config), {"token_accuracy": 0.5}, context))
+    assert deletion_recipe_sentence(copies) in card and "reaches 90.1-90.5% token accuracy with 70-74% of" in card
+    assert "89.6%" not in card
+    copies[1].unlink()  # an installed package has no benchmarks/results: no figures rather than stale ones
+    card = str(render_card(FunnelVaeModel(config), {"token_accuracy": 0.5}, context))
+    assert "12000 steps" not in card and "Trained on clean inputs only." in card
 
 
 def test_text_run_writes_model_tokenizer_samples_card_and_metrics(text_run):
@@ -124,14 +164,11 @@ def test_text_run_writes_model_tokenizer_samples_card_and_metrics(text_run):
     ids = tokenizer(texts[0])["input_ids"]
     assert ids[-1] == 1 and tokenizer.decode(ids, skip_special_tokens=True) == texts[0]
 
-    # metrics in [0, 1], and the probe ran (digits-text has labels)
+    # the metrics as returned, and the probe ran (digits-text has labels); every figure is recomputed below
     assert results["global_step"] == 4 and results["train_samples"] == TEXT_TRAIN_SAMPLES
     saved = json.loads((output_dir / "all_results.json").read_text())
     assert saved == pytest.approx(results)
-    for name in ("eval_token_accuracy", "eval_exact_match", "eval_probe_accuracy", "eval_probe_accuracy_mean_pooled",
-                 "eval_probe_accuracy_raw_inputs"):
-        assert 0.0 <= saved[name] <= 1.0, name
-    assert 0.0 < saved["eval_token_accuracy"] < 1.0  # 4 steps: some tokens right (the line breaks), far from all
+    assert 0.0 < saved["eval_token_accuracy"] < 1.0  # 4 steps: some tokens right (measured 10.4%), far from all
 
     card = (output_dir / "README.md").read_text()
     assert "token_accuracy" in card and f"{results['eval_token_accuracy']:.6g}" in card
@@ -163,6 +200,14 @@ def test_text_run_writes_model_tokenizer_samples_card_and_metrics(text_run):
     mask = batch["attention_mask"].bool()
     assert (right & mask).sum().item() / mask.sum().item() == pytest.approx(saved["eval_token_accuracy"])
     assert (right | ~mask).all(1).float().mean().item() == pytest.approx(saved["eval_exact_match"])
+    # the probe's accuracies are the probe's on these weights and data (the same SVM, deterministic), as written
+    # beside the model
+    data = load_dataset_for_training("digits-text", max_train_samples=TEXT_TRAIN_SAMPLES, max_eval_samples=TEXT_EVAL_SAMPLES)
+    probe = run_probe(model, data, tokenizer)
+    written = json.loads((output_dir / "probe_svm_digits-text.json").read_text())
+    for key, name in (("latents_concatenated", "eval_probe_accuracy"), ("latents_mean_pooled", "eval_probe_accuracy_mean_pooled"),
+                      ("raw_inputs", "eval_probe_accuracy_raw_inputs")):
+        assert saved[name] == pytest.approx(probe[key]) == written[key], name
 
 
 @pytest.mark.filterwarnings("ignore:The number of unique classes:UserWarning")  # the probe: 60 lines, many modules
@@ -387,7 +432,9 @@ def test_image_run_writes_model_and_sample_grids(image_run):
         with Image.open(output_dir / png) as image:
             assert image.width >= 16 and image.height >= 16
     assert results["global_step"] == 400
-    assert 0 < results["eval_mse"] < 1 and results["eval_psnr"] > 0
+    # measured 16.85 dB on the default, AVX2 and AVX-512 kernels alike (16.7-19.4 dB over seeds 0-3); predicting the
+    # mean training image scores 11.4 dB, and so did a collapsed run (this config at lr 3e-3 for 200 steps)
+    assert results["eval_psnr"] > 15.0
     assert 0.5 < results["eval_probe_accuracy"] <= 1.0  # the latents tell digits apart (chance is ~0.1)
     card = (output_dir / "README.md").read_text()
     assert "psnr" in card and f"{results['eval_mse']:.6g}" in card
@@ -395,13 +442,14 @@ def test_image_run_writes_model_and_sample_grids(image_run):
 
 def reconstruction_report(reconstructions, inputs, mean_image) -> dict[str, float]:
     """How much reconstructions depend on their inputs. A collapsed autoencoder (the same, blurry, mean-like
-    output for every input) scores ~0 on all three."""
+    output for every input) scores ~0 on the spread and the nearest input, and far above 1 on the distance ratio."""
     recon, x = reconstructions.flatten(1).double(), inputs.flatten(1).double()
     mean = mean_image.flatten().double()
     own = (recon - x).norm(dim=1)
     return {
-        # each reconstruction nearer its own input than the mean training image
-        "closer_to_own_input_than_to_mean": (own < (recon - mean).norm(dim=1)).double().mean().item(),
+        # each reconstruction's distance to its own input over its distance to the mean training image, averaged:
+        # below 1 where reconstructions are nearer their inputs than the mean (inf for the mean image itself)
+        "distance_to_own_input_over_mean": (own / (recon - mean).norm(dim=1)).mean().item(),
         # mean pairwise distance between reconstructions, relative to that between the inputs
         "relative_spread": (torch.pdist(recon).mean() / torch.pdist(x).mean()).item(),
         # the input nearest to each reconstruction is its own
@@ -410,9 +458,10 @@ def reconstruction_report(reconstructions, inputs, mean_image) -> dict[str, floa
 
 
 def distinguishes_inputs(report) -> bool:
-    # Thresholds: 400 trained steps scored >= 0.97 / >= 0.81 / >= 0.88 over seeds 0-3 and 42; the collapsed run
-    # of seed 000's kind (the same config at lr 3e-3 for 200 steps) scored 0.0 / 0.001 / 0.02.
-    return (report["closer_to_own_input_than_to_mean"] >= 0.9 and report["relative_spread"] > 0.5
+    # Thresholds: the 400-step run of image_run (seed 42) scored 0.66 / 0.82 / 0.92 on the default, AVX2 and AVX-512
+    # kernels alike (to 1e-4), and 0.43-0.67 / 0.82-0.91 / 0.89-0.98 over seeds 0-3; the collapsed run of seed 000's
+    # kind (the same config at lr 3e-3 for 200 steps) scored 104 / 0.0007 / 0.016, an untrained model 0.03 spread.
+    return (report["distance_to_own_input_over_mean"] < 0.85 and report["relative_spread"] > 0.5
             and report["nearest_input_is_own"] >= 0.75)
 
 
