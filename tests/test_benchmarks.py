@@ -10,15 +10,27 @@ import torch.nn.functional as F
 from subprocess_env import REPO_ROOT, isolated_env, run_python
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import funnel_vae_gpu_sweep, funnel_vae_python_lines, report, workloads
+from benchmarks import funnel_vae_gpu_sweep, funnel_vae_python_lines, report, speed, workloads
 from benchmarks import run as benchmarks_run
 from benchmarks.run import job_generation, job_train_step
 from benchmarks.speed import EXTRA_FLOP_FORMULAS, count_flops, matmul_rate
-from hf_ae import FunnelVaeConfig
+from hf_ae import FunnelVaeConfig, FunnelVaeModel
 from hf_ae.training import parse_args
 from hf_ae.training.arguments import parse_config_overrides
 
 CPU = torch.device("cpu")
+
+
+class FakeClock:
+    """Stands in for the `time` module of benchmarks.speed: perf_counter advances `tick` seconds at every call, so
+    a timed loop's figures are exact (ticks of a power of two keep the arithmetic exact too)."""
+
+    def __init__(self, tick: float):
+        self.tick, self.now = tick, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
 
 
 def test_cpu_sdpa_flops_are_counted_like_the_same_attention_written_out():
@@ -52,9 +64,11 @@ def test_linear_training_step_flops_are_three_forward_matmuls():
     assert count_flops(lambda: layer(x).sum()) == 2 * 10 * 64 * 32 * 3
 
 
-def test_matmul_rate_is_a_plausible_rate():
-    rate = matmul_rate(CPU, size=256, min_seconds=0.2)
-    assert 1e8 < rate < 1e14  # FLOP/s: more than an old phone, less than a rack
+def test_matmul_rate_is_the_products_flops_over_the_clocked_time(monkeypatch):
+    monkeypatch.setattr(speed, "time", FakeClock(0.125))
+    # Each of the three rounds reads the clock at its start and after every 4 products until min_seconds / 3 =
+    # 0.25 s have passed: 0.125 s after 4 products, 0.25 s after 8. 8 products of 2 * 64^3 FLOPs in 0.25 s.
+    assert matmul_rate(CPU, size=64, min_seconds=0.75) == 8 * 524_288 / 0.25 == 16_777_216
 
 
 def test_peak_memory_sees_a_block_allocation_after_a_higher_earlier_peak(tmp_path):
@@ -107,21 +121,57 @@ def test_text_peer_has_the_same_size_and_batches_without_padding_loss():
     assert torch.isfinite(long.loss(long.model, long.batches[0]))
 
 
-def test_train_step_job_reports_consistent_figures():
+# FLOPs of one training step of PatchVae (KL) with hidden 64, one encoder and one decoder layer (1 head of 64, MLP
+# 256, latent_dim 4) on 4 RGB 32x32 images in 4x4 patches: T = 4 * 64 = 256 tokens of 48 pixel values.
+#   linear layers, in * out: patch embedding 48*64 = 3072; a ViT layer q, k, v, out 4*64*64 + MLP 2*64*256 = 49152;
+#   posterior 64*8 = 512; latent projection 4*64 = 256; decoder layer 49152; patch head 64*48 = 3072 -> 105216
+#   forward 2 * 256 * 105216 = 53_870_592; backward twice that less the patch embedding's input gradient (the
+#   pixels need none): 2 * 53_870_592 - 2 * 256 * 3072 = 106_168_320
+#   attention, per layer: QK^T and AV, 2 * (2 * 4 images * 1 head * 64 * 64 * 64) = 4_194_304 forward, 2.5x that
+#   backward (five products: the fused backward recomputes QK^T); two layers: 8_388_608 + 20_971_520
+PATCH_VAE_STEP_FLOPS = 53_870_592 + 106_168_320 + 8_388_608 + 20_971_520  # 189_399_040
+
+
+def test_train_step_job_reports_its_figures_from_the_clock_and_the_flop_count(monkeypatch):
     spec = {"model": "patch_vae", "device": "cpu", "options": {"hidden_size": 64, "num_layers": 1},
             "data": {"kind": "photos", "image_size": 32, "batch_size": 4, "num_batches": 2},
             "warmup": 1, "min_steps": 2, "max_steps": 2, "seconds": 0.0}
+    monkeypatch.setattr(speed, "time", FakeClock(0.25))
     result = job_train_step(spec)
-    assert result["steps_timed"] == 2
-    assert result["samples_per_second"] == pytest.approx(4 / result["seconds_per_step"])
-    assert result["flops_per_second"] == pytest.approx(result["flops_per_step"] / result["seconds_per_step"])
-    workload = workloads.build("patch_vae", spec["data"], CPU, **spec["options"])
-    assert result["flops_per_step"] == count_flops(lambda: workload.loss(workload.model, workload.batches[0]))
+    # the clock is read at the start, after the 2nd step (min_steps: 0.25 s >= 0 s, stop) and at the end:
+    # 0.5 s for 2 steps
+    assert result["steps_timed"] == 2 and result["seconds_per_step"] == 0.25
+    assert result["samples_per_second"] == 16.0  # 4 images per 0.25 s
+    assert result["flops_per_step"] == PATCH_VAE_STEP_FLOPS == 189_399_040
+    assert result["flops_per_second"] == 4 * 189_399_040
 
 
-def test_generation_job_decodes_the_same_texts_with_and_without_the_cache():
+def test_generation_job_decodes_the_same_texts_with_and_without_the_cache(monkeypatch):
+    """The cache must not change the logits; equal greedy tokens follow where no step is a near tie."""
+    runs = []  # (use_cache, tokens, logits of every step (B, steps, vocab))
+    generate = FunnelVaeModel.generate
+
+    def recording_generate(self, latents, max_new_tokens=None, use_cache=True):
+        steps = []
+        hook = self.lm_head.register_forward_hook(lambda module, inputs, logits: steps.append(logits.detach().float()))
+        try:
+            tokens = generate(self, latents, max_new_tokens=max_new_tokens, use_cache=use_cache)
+        finally:
+            hook.remove()
+        runs.append((use_cache, tokens, torch.stack(steps, 1)))
+        return tokens
+
+    monkeypatch.setattr(FunnelVaeModel, "generate", recording_generate)
     result = job_generation({"device": "cpu", "num_texts": 2, "new_tokens": 6})
-    assert result["same_texts"]
+    assert [(use_cache, tuple(logits.shape)) for use_cache, _, logits in runs] == [
+        (True, (2, 4, 259)), (True, (2, 6, 259)), (False, (2, 4, 259)), (False, (2, 6, 259))]  # warm-up, timed
+    (_, cached_tokens, cached), (_, uncached_tokens, uncached) = runs[1], runs[3]
+    torch.testing.assert_close(uncached, cached, rtol=0, atol=1e-5)
+    # the best logit leads the second by more than twice the tolerance at every step: the same argmax either way
+    best_two = cached.topk(2, dim=-1).values
+    assert (best_two[..., 0] - best_two[..., 1]).min() > 1e-4
+    assert torch.equal(cached_tokens, cached.argmax(-1)) and torch.equal(uncached_tokens, cached_tokens)
+    assert result["same_texts"] is True
     assert result["with_cache"]["tokens"] == result["without_cache"]["tokens"] == [2, 6]
 
 
@@ -136,17 +186,19 @@ def _record(ours_rate, peer_rate):
                                    "ours": row, "peers": [peer]}]}}
 
 
-@pytest.mark.parametrize("ours_rate, peer_rate, verdict", [(30.0, 20.0, "1.50× samples/s (goal ≥ 1.0×): met"),
-                                                            (10.0, 20.0, "0.50× samples/s (goal ≥ 1.0×): NOT met")])
-def test_report_states_ratios_and_goals(tmp_path, ours_rate, peer_rate, verdict):
+@pytest.mark.parametrize("ours_rate, peer_rate, verdict, ratio, mfu", [
+    (30.0, 20.0, "1.50× samples/s (goal ≥ 1.0×): met", "**1.50×**", "30.0%"),  # 30 x 1e9 FLOP/s of 1e11
+    (10.0, 20.0, "0.50× samples/s (goal ≥ 1.0×): NOT met", "**0.50×**", "10.0%"),
+])
+def test_report_states_ratios_and_goals(tmp_path, ours_rate, peer_rate, verdict, ratio, mfu):
     results_dir = tmp_path / "results"
     results_dir.mkdir()
     (results_dir / "run_cpu.json").write_text(json.dumps(_record(ours_rate, peer_rate)))
     report.render_results(results_dir, tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert verdict in text
-    assert f"**{ours_rate / peer_rate:.2f}×**" in text
-    assert f"{100 * ours_rate * 1e9 / 1e11:.1f}%" in text  # MFU against the measured matmul rate
+    assert ratio in text
+    assert mfu in text  # MFU against the measured matmul rate
 
 
 def test_run_rejects_unknown_sections(capsys):

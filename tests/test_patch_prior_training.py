@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hub_server import hub_env
 from PIL import Image
 from safetensors.torch import load_file
@@ -61,13 +62,17 @@ def test_train_writes_a_class_conditional_prior_its_samples_and_card(vq_dir, tmp
     assert all(name.startswith(("transformer.", "lm_head.")) for name in load_file(output_dir / "model.safetensors"))
 
     # the metrics are the prior's loss on the autoencoder's codes of the test images
-    assert results["eval_bits_per_image"] == pytest.approx(results["eval_nll_per_code"] * 16 / math.log(2))
     prior = PatchPriorModel.from_pretrained(output_dir).eval()
     test = load_dataset_for_training("digits", max_eval_samples=EVAL_SAMPLES)["test"].with_format("torch")
     with torch.no_grad():
         codes = prior.autoencoder.encode(test[:]["pixel_values"]).codes  # loaded from the recorded folder
-        loss = prior(input_ids=codes, class_labels=test[:]["label"]).loss.item()
-    assert results["eval_nll_per_code"] == pytest.approx(loss, rel=1e-4)
+        outputs = prior(input_ids=codes, class_labels=test[:]["label"])
+    assert codes.shape == (EVAL_SAMPLES, 16)
+    assert results["eval_nll_per_code"] == pytest.approx(outputs.loss.item(), rel=1e-4)
+    # bits per image: -log2 of the probability of each of an image's 16 codes, summed, averaged over the images
+    log2_probabilities = F.log_softmax(outputs.logits.double(), dim=-1) / math.log(2)  # (64, 16, 16 codes)
+    bits = -log2_probabilities.gather(-1, codes.long()[..., None]).sum((1, 2)).mean().item()
+    assert results["eval_bits_per_image"] == pytest.approx(bits, rel=1e-4)
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     losses = [r["loss"] for r in history if "loss" in r]
     assert losses[-1] < losses[0] < math.log(16) * 1.2
@@ -76,19 +81,29 @@ def test_train_writes_a_class_conditional_prior_its_samples_and_card(vq_dir, tmp
     assert "PatchPrior" in card and "model-index" in card and "unconditional-image-generation" in card
     assert f"{results['eval_bits_per_image']:.6g}" in card and "A uniform guess needs 64.0 bits per image" in card
     assert "a **class token** (one of 10 classes)" in card and "one row per class" in card
-    with Image.open(output_dir / "samples.png") as samples:  # 10 classes x 8 samples of 8 px shown at 64 px
-        assert samples.size == (8 * 66 + 2, 10 * 66 + 2)
-    with Image.open(output_dir / "filling_in.png") as strip:  # 4 images x frames 0..16
-        assert strip.size == (17 * 66 + 2, 4 * 66 + 2)
+    # grids of 64 px cells with 2 px borders: 8 samples per row x 10 classes; frames 0..16 x 4 images
+    with Image.open(output_dir / "samples.png") as samples:
+        assert samples.size == (530, 662)
+    with Image.open(output_dir / "filling_in.png") as strip:
+        assert strip.size == (1124, 266)
     with Image.open(output_dir / "filling_in.gif") as gif:
         assert gif.n_frames == 17
 
 
 def test_unconditional_prior_ignores_the_labels(vq_dir, tmp_path):
     output_dir = tmp_path / "prior"
-    results = train(*parse_args(prior_args(output_dir, vq_dir, "--max_steps", "2")))
+    results = train(*parse_args(prior_args(output_dir, vq_dir, "--max_steps", "2")))  # on labelled digits
     assert json.loads((output_dir / "config.json").read_text())["num_classes"] == 0
-    assert results["eval_nll_per_code"] > 0
+    prior = PatchPriorModel.from_pretrained(output_dir).eval()
+    test = load_dataset_for_training("digits", max_eval_samples=EVAL_SAMPLES)["test"].with_format("torch")
+    with torch.no_grad():
+        codes = prior.autoencoder.encode(test[:]["pixel_values"]).codes
+        # the prior refuses labels outright, so training and evaluation on labelled data cannot have passed them
+        with pytest.raises(ValueError, match=r"this prior is unconditional \(num_classes=0\): it takes no class_labels"):
+            prior(input_ids=codes, class_labels=test[:]["label"])
+        loss = prior(input_ids=codes).loss.item()
+    # and the evaluation is the prior's loss on the test codes without them
+    assert results["eval_nll_per_code"] == pytest.approx(loss, rel=1e-4)
     assert "Samples from the prior**" in (output_dir / "README.md").read_text()
 
 
