@@ -408,6 +408,7 @@ def test_card_results_replace_their_own_entries_and_keep_the_others(evaluated, t
     assert len(card.data.eval_results) == len(entries)
 
 
+@pytest.mark.slow
 def test_evaluate_script_pushes_the_updated_card_to_the_hub(tmp_path, hub_endpoint):
     env = hub_env(hub_endpoint, tmp_path)
     model_dir = tmp_path / "model"

@@ -373,6 +373,7 @@ def test_probe_script_on_a_trained_text_model(text_run, tmp_path, capsys):
     assert probe["raw_inputs"] == pytest.approx(results["eval_probe_accuracy_raw_inputs"])
 
 
+@pytest.mark.slow
 def test_trained_text_model_round_trips_through_the_hub_without_hf_ae(text_run, tmp_path, hub_endpoint):
     """Push the trained folder, then in a fresh process without hf_ae: AutoModel and AutoTokenizer from the Hub id
     generate the same token ids as the local model."""

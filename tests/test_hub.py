@@ -417,6 +417,7 @@ def test_render_model_card_offline(tmp_path):
     assert "# m" in card.text
 
 
+@pytest.mark.slow
 def test_trained_patch_vae_round_trips_through_the_hub(tmp_path, hub_endpoint):
     """scripts/train.py --push_to_hub sends the weights through LFS; then in a fresh process without hf_ae,
     AutoModel from the Hub reconstructs exactly what AutoModel from the local output folder does, a pipeline

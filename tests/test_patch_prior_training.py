@@ -134,6 +134,7 @@ def test_bad_prior_arguments_are_refused_before_training(vq_dir, tmp_path):
             "num_classes=3 but the train split has labels in \\[0, 9\\]")
 
 
+@pytest.mark.slow
 def test_prior_round_trips_through_the_hub_and_generates_without_hf_ae(vq_dir, tmp_path, hub_endpoint):
     env = hub_env(hub_endpoint, tmp_path)
     push_in_subprocess(env, vq_dir, "test-user/vq-tiny")
