@@ -18,6 +18,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 from subprocess_env import REPO_ROOT, isolated_env, run_python
+from training_records import record_training_forwards
 from transformers import AutoTokenizer
 
 import hf_ae.evaluation.probe as probe_module
@@ -53,26 +54,6 @@ def readme_command(predicate) -> list[str]:
             if words and predicate(words):
                 return words
     raise AssertionError("the README has no such command")
-
-
-def record_training_forwards(monkeypatch, model_class) -> list[dict]:
-    """Wrap model_class.forward: for every training-mode call, its tensor keyword inputs and tensor outputs
-    (detached copies) and whether gradient checkpointing was on."""
-    calls = []
-    original = model_class.forward
-
-    def recording_forward(self, *args, **kwargs):
-        outputs = original(self, *args, **kwargs)
-        if self.training:
-            calls.append({
-                "inputs": {k: v.detach().clone() for k, v in kwargs.items() if isinstance(v, torch.Tensor)},
-                "outputs": {k: v.detach().clone() for k, v in outputs.items() if isinstance(v, torch.Tensor)},
-                "checkpointing": self.is_activation_checkpointing,
-            })
-        return outputs
-
-    monkeypatch.setattr(model_class, "forward", recording_forward)
-    return calls
 
 
 def assert_same_weights(expected_dir, got_dir):

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from subprocess_env import REPO_ROOT, isolated_env, run_python, run_torchrun
+from training_records import record_training_forwards
 
 from hf_ae.training import parse_args, train
 from hf_ae.training.artifacts import reproduce_command
@@ -262,24 +263,17 @@ def test_input_noise_trains_a_denoiser_on_clean_targets(tmp_path, monkeypatch):
     """--input_noise_std: the model sees noisy inputs in [0, 1] and is scored against the clean images."""
     from hf_ae import PatchVaeModel
 
-    seen = []
-    original_forward = PatchVaeModel.forward
-
-    def recording_forward(self, pixel_values, labels=None, **kwargs):
-        if self.training:
-            seen.append((pixel_values.detach().clone(), None if labels is None else labels.detach().clone()))
-        return original_forward(self, pixel_values, labels=labels, **kwargs)
-
-    monkeypatch.setattr(PatchVaeModel, "forward", recording_forward)
+    calls = record_training_forwards(monkeypatch, PatchVaeModel)
     run_train(tiny_args(tmp_path / "noisy", "--max_steps", "2", "--input_noise_std", "0.2"))
-    assert len(seen) == 2
-    for inputs, labels in seen:
+    assert len(calls) == 2
+    for call in calls:
+        inputs, labels = call["inputs"]["pixel_values"], call["inputs"].get("labels")
         assert labels is not None and inputs.shape == labels.shape
         assert 0 <= inputs.min() and inputs.max() <= 1
         assert 0.1 < (inputs - labels).std() < 0.25  # noise of std 0.2, a little less after clipping
-    seen.clear()
+    calls.clear()
     run_train(tiny_args(tmp_path / "clean", "--max_steps", "1"))
-    assert seen[0][1] is None  # no noise: the input is its own target
+    assert "labels" not in calls[0]["inputs"]  # no noise: the input is its own target
 
 
 def test_input_token_deletion_is_an_error_for_image_data(tmp_path):

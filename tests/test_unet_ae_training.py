@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from subprocess_env import run_python
 from test_hub import run_client
+from training_records import record_training_forwards
 
 from hf_ae import UNetAeConfig, UNetAeModel
 from hf_ae.data import load_dataset_for_training
@@ -53,21 +54,14 @@ def test_train_writes_the_model_its_generation_figures_and_card(tmp_path):
 def test_probe_can_be_skipped_and_denoising_noise_left_unclipped(tmp_path, monkeypatch):
     """What the model trains on: inputs with noise outside [0, 1] (not clipped), one noise level per image
     (uniform in [0, 0.2]), the clean images as targets."""
-    seen = []
-    original_forward = UNetAeModel.forward
-
-    def recording_forward(self, pixel_values, labels=None, **kwargs):
-        if self.training:
-            seen.append((pixel_values.detach().clone(), labels.detach().clone()))
-        return original_forward(self, pixel_values, labels=labels, **kwargs)
-
-    monkeypatch.setattr(UNetAeModel, "forward", recording_forward)
+    calls = record_training_forwards(monkeypatch, UNetAeModel)
     output_dir = tmp_path / "run"
     results = train(*parse_args(tiny_args(output_dir, "--max_steps", "2", "--probe", "False",
                                           "--input_noise_std", "0.2", "--input_noise_clip", "False",
                                           "--input_noise_uniform", "True")))
-    assert len(seen) == 2
-    for inputs, clean in seen:
+    assert len(calls) == 2
+    for call in calls:
+        inputs, clean = call["inputs"]["pixel_values"], call["inputs"]["labels"]
         assert inputs.min() < 0 or inputs.max() > 1  # unclipped
         assert 0 <= clean.min() and clean.max() <= 1
         levels = (inputs - clean).flatten(1).std(1)  # (B,): one level per image, spread over [0, 0.2]
