@@ -3,8 +3,9 @@
 
     python scripts/evaluate.py --model outputs/demo/patch-vae-digits --dataset digits --tasks reconstruction,probe
 
-Tasks: reconstruction, probe, interpolation, generation (see hf_ae.evaluation.suite). A task the model or data set cannot run, or an unknown
-task name, is reported and the other tasks still run; the exit status is 1 when any task was not run.
+Tasks: reconstruction, probe, interpolation, generation (see hf_ae.evaluation.suite). A task the model or data set
+cannot run, or an unknown task name, is reported and the other tasks still run; the exit status is 1 when any task
+was not run.
 """
 
 import argparse

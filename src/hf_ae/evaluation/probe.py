@@ -93,13 +93,18 @@ def svm_accuracy(train_features, train_labels, test_features, test_labels) -> fl
     return float(search.score(test_features, test_labels))
 
 
+def classes_too_rare_to_cross_validate(labels) -> list:
+    """The labels with fewer than 2 examples: no stratified split can put one in both a training and a test fold."""
+    return sorted(label for label, count in Counter(np.asarray(labels).tolist()).items() if count < 2)
+
+
 def cross_validated_svm(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> dict:
     """k-fold accuracy of the standardised RBF SVC over all of `features`, with C and gamma chosen by a 3-fold grid
     search inside each fold (nested, so no fold's test rows pick the parameters) -> mean, std, folds, scores."""
-    smallest_class = min(Counter(labels.tolist()).values())
-    folds = min(folds, smallest_class)
-    if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 examples of every class, the rarest has {smallest_class}")
+    rare = classes_too_rare_to_cross_validate(labels)
+    if rare:
+        raise ValueError(f"cross-validation needs at least 2 examples of every class; labels {rare} have one")
+    folds = min(folds, min(Counter(labels.tolist()).values()))
     inner = StratifiedKFold(n_splits=min(3, folds), shuffle=True, random_state=0)
     search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=inner, n_jobs=1)
     scores = cross_val_score(search, features, labels, cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ from ..visualization import save_grid, save_reconstruction_grid
 from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
 from .interpolation import decode_text_paths, judge_text_path, sample_pairs
 from .metrics import load_metric
-from .probe import MissingLabels, is_text_dataset, probe_features
+from .probe import MissingLabels, classes_too_rare_to_cross_validate, is_text_dataset, probe_features
 
 TASKS = ("reconstruction", "probe", "interpolation", "generation")
 # Interpolation: pairs of held-out inputs, points per path (ends included), paths shown in the strip figure, and
@@ -150,13 +149,12 @@ def probe_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str, 
     except MissingLabels as error:
         raise TaskNotApplicable(f"{error}: choose a labelled data set") from error
     train_labels, test_labels = inputs["train_labels"], inputs["test_labels"]
-    counts = Counter(np.concatenate([train_labels, test_labels]).tolist())
-    single = sorted(label for label, count in counts.items() if count < 2)
-    if folds and single:  # python-lines has modules with one line: report it, don't crash the other tasks
+    rare = classes_too_rare_to_cross_validate(np.concatenate([train_labels, test_labels])) if folds else []
+    if rare:  # python-lines has modules with one line: report it, don't crash the other tasks
         raise TaskNotApplicable(
-            f"the probe's cross-validation needs at least 2 examples of every class; {len(single)} of the "
-            f"{len(counts)} classes have one (labels {single[:5]}{' ...' if len(single) > 5 else ''}): use more "
-            "samples or a data set with more examples per class"
+            f"the probe's cross-validation needs at least 2 examples of every class; {len(rare)} classes have one "
+            f"(labels {rare[:5]}{' ...' if len(rare) > 5 else ''}): use more samples or a data set with more "
+            "examples per class"
         )
     metric = load_metric("svm_probe")
     results = {"latent_shape": list(inputs["train_latents"].shape[1:]), "train_samples": len(train_labels),
