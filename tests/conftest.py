@@ -47,6 +47,18 @@ def same_global_state_for_every_test():
     torch.set_num_threads(SESSION_THREADS)
 
 
+@pytest.fixture(autouse=True)
+def quiet_datasets_progress_bars():
+    """No `datasets` progress bars in test output; the setting is restored for whatever runs next."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    yield
+    if was_enabled:
+        datasets.enable_progress_bars()
+
+
 @pytest.fixture
 def hub_endpoint(tmp_path):
     """URL of a fresh local Hub API server (tests/hub_server.py), storing files in tmp_path/"hub".

@@ -17,18 +17,10 @@ from hf_ae.data import (
     EMBEDDED_DATASETS,
     dataset_modality,
     decode_digit_text,
+    image_rows,
     load_dataset_for_training,
 )
 from hf_ae.data import python_lines as python_lines_module
-
-
-@pytest.fixture(autouse=True)
-def _quiet_progress_bars():
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:  # leave them as the test found them
-        datasets.enable_progress_bars()
 
 
 def column(split: datasets.Dataset, name: str) -> list:
@@ -37,8 +29,8 @@ def column(split: datasets.Dataset, name: str) -> list:
 
 
 def pixels(split: datasets.Dataset) -> np.ndarray:
-    """(N, C, H, W) float32 array of a split's pixel_values."""
-    return split.with_format("numpy")["pixel_values"][:]
+    """(N, C, H, W) float32 array of a split's pixel_values (stored, or read on the fly)."""
+    return image_rows(split, slice(None)).numpy()
 
 
 # --------------------------------------------------------------------------------------------- digits

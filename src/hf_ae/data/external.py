@@ -10,17 +10,16 @@ Other columns are dropped. Images are never resized unless ``image_size`` asks f
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
-import numpy as np
 from PIL import Image
 
-from ._common import finish_splits, image_features, take_first, to_chw
+from ._common import finish_splits, take_first
+from .images import GRAYSCALE_MODES, ImageTransform, describe_image, image_header, on_the_fly_view
 
 DATA_FILE_BUILDERS: dict[str, str] = {
     ".csv": "csv", ".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet",
@@ -39,9 +38,6 @@ try:
     IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in ImageFolder.EXTENSIONS)
 except (ImportError, AttributeError):  # pragma: no cover - depends on the datasets version
     IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
-
-# PIL modes that are one channel; anything else is read as RGB when num_channels is not given.
-GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
 def resolve_source(name_or_path: str) -> tuple[str, dict, bool]:
@@ -96,11 +92,9 @@ def _load(name_or_path: str, embedded_names: Sequence[str], load_dataset_kwargs:
         ) from error
 
 
-def _pick_splits(loaded) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
-    """(train, test or None, name of the test split used) from what ``load_dataset`` returned."""
-    if isinstance(loaded, (datasets.IterableDataset, datasets.IterableDatasetDict)):
-        raise ValueError("streaming data sets are not supported; do not pass streaming=True")
-    if isinstance(loaded, datasets.Dataset):
+def _pick_splits(loaded) -> tuple:
+    """(train, test or None, name of the test split used) from what ``load_dataset`` returned (streamed or not)."""
+    if isinstance(loaded, (datasets.Dataset, datasets.IterableDataset)):
         return loaded, None, ""
     if "train" in loaded:
         train_name = "train"
@@ -184,116 +178,127 @@ def _encode_labels(splits: dict[str, datasets.Dataset], column: str) -> dict[str
     return encoded
 
 
-def _open_image(value: dict) -> Image.Image:
-    """Lazily open an undecoded ``datasets.Image`` value ({"bytes", "path"}): only the header is read."""
-    if value.get("bytes") is not None:
-        return Image.open(io.BytesIO(value["bytes"]))
-    return Image.open(value["path"])
+def check_image_sizes(splits: dict[str, datasets.Dataset], column: str) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL mode) of the first image, after checking that every image has that size.
 
-
-def scan_images(split: datasets.Dataset, column: str) -> tuple[Counter, str | None]:
-    """(Counter of image sizes (width, height), PIL mode of the first image) without decoding pixels."""
-    undecoded = split.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-    sizes: Counter = Counter()
-    first_mode = None
-    for batch in undecoded.iter(batch_size=1000):
-        for value in batch[column]:
-            with _open_image(value) as image:
-                sizes[image.size] += 1
-                first_mode = first_mode or image.mode
-    return sizes, first_mode
-
-
-def image_to_pixels(image: Image.Image, mode: str, size: int | None) -> np.ndarray:
-    """PIL image -> float32 (C, H, W) in [0, 1]: convert to ``mode`` ("L"/"RGB"), resize to size x size if given.
-
-    Resizing uses PIL bicubic (antialiased when shrinking) and does not keep the aspect ratio.
+    Reads only the image headers. Stops at the first image of another size, with an error naming both files: a
+    model takes one size, and nothing is resized unless --resolution or --image_size asks for it.
     """
-    image = image.convert(mode)
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return to_chw(np.asarray(image)) / 255.0
-
-
-def _images_to_pixels(splits: dict[str, datasets.Dataset], column: str, image_size: int | None,
-                      num_channels: int | None, has_label: bool):
-    """Decide C, H, W for all splits and return (transform for one split, shape text for the description)."""
-    sizes: Counter = Counter()
-    first_mode = None
+    first = first_name = first_mode = None
     for split in splits.values():
-        split_sizes, split_mode = scan_images(split, column)
-        sizes.update(split_sizes)
-        first_mode = first_mode or split_mode
-    if not sizes:
+        undecoded = split.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        row = 0
+        for batch in undecoded.iter(batch_size=1000):
+            for value in batch[column]:
+                size, mode = image_header(value, row)
+                if first is None:
+                    first, first_name, first_mode = size, describe_image(value, row), mode
+                elif size != first:
+                    raise ValueError(
+                        f"images have different sizes: {describe_image(value, row)} is {size[0]}x{size[1]} (width x "
+                        f"height) but the first image {first_name} is {first[0]}x{first[1]}; pass --resolution R "
+                        f"(resize the shorter side to R and crop R x R) or --image_size S (resize to S x S): nothing "
+                        f"is resized unless asked"
+                    )
+                row += 1
+    if first is None:
         raise ValueError("the data set has no images")
-    if image_size is None and len(sizes) > 1:
-        found = ", ".join(f"{w}x{h} ({count})" for (w, h), count in sizes.most_common(10))
-        more = f" and {len(sizes) - 10} more" if len(sizes) > 10 else ""
-        raise ValueError(
-            f"images have different sizes (width x height (count)): {found}{more}; pass image_size=N to resize "
-            f"them all to N x N (nothing is resized unless asked)"
-        )
-    channels = num_channels or (1 if first_mode in GRAYSCALE_MODES else 3)
-    mode = "L" if channels == 1 else "RGB"
-    if image_size is not None:
-        height = width = image_size
+    return first, first_mode
+
+
+def first_image_header(splits: dict[str, datasets.Dataset], column: str) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL mode) of the first image of the first non-empty split (its header only)."""
+    for split in splits.values():
+        if len(split):
+            value = split.select_columns([column]).cast_column(column, datasets.Image(decode=False))[0][column]
+            return image_header(value, 0)
+    raise ValueError("the data set has no images")
+
+
+def image_transform_for(splits: dict[str, datasets.Dataset], column: str, image_size: int | None,
+                        resolution: int | None, num_channels: int | None) -> ImageTransform:
+    """The transform every image of ``splits`` goes through: channels from ``num_channels`` or the first image's
+    mode; without a size, the images' one size (checked over every header)."""
+    if image_size is None and resolution is None:
+        size, first_mode = check_image_sizes(splits, column)
     else:
-        (width, height), = sizes
-    label_names = next(iter(splits.values())).features["label"].names if has_label else None
-    features = image_features(channels, height, width, label_names)
-
-    def convert(batch: dict) -> dict:
-        # (B, C, H, W) float32 in [0, 1]
-        return {"pixel_values": np.stack([image_to_pixels(image, mode, image_size) for image in batch[column]])}
-
-    def transform(split: datasets.Dataset) -> datasets.Dataset:
-        return split.map(convert, batched=True, batch_size=100, remove_columns=[column], features=features,
-                         desc="converting images to pixel_values")
-
-    resized = f", resized to {image_size}x{image_size} (PIL bicubic)" if image_size is not None else ""
-    return transform, f"pixel_values float32 ({channels}, {height}, {width}) in [0, 1] ({mode}{resized})"
+        size, first_mode = None, first_image_header(splits, column)[1]
+    channels = num_channels or (1 if first_mode in GRAYSCALE_MODES else 3)
+    return ImageTransform("L" if channels == 1 else "RGB", image_size=image_size, resolution=resolution,
+                          expected_size=size)
 
 
-def load_external_dataset(name_or_path: str, *, embedded_names: Sequence[str], image_size: int | None = None,
-                          num_channels: int | None = None, image_column: str | None = None,
-                          text_column: str | None = None, label_column: str | None = None, test_size: float = 0.2,
-                          seed: int = 0, max_train_samples: int | None = None, max_eval_samples: int | None = None,
-                          **load_dataset_kwargs) -> datasets.DatasetDict:
-    """Load a non-embedded data set (see :func:`hf_ae.data.load_dataset_for_training` for the arguments)."""
-    if num_channels not in (None, 1, 3):
-        raise ValueError(f"num_channels must be None, 1 or 3, got {num_channels!r}")
-    if image_size is not None and image_size <= 0:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    source, loaded = _load(name_or_path, embedded_names, load_dataset_kwargs)
-    train, test, test_name = _pick_splits(loaded)
+def select_columns(name_or_path: str, train, test, *, image_column: str | None, text_column: str | None,
+                   label_column: str | None, image_arguments: dict) -> tuple[str, str, str | None, dict]:
+    """(modality, data column, label column or None, {"train", ["test"]} splits of only those columns, prepared by
+    ``_prepare_splits``); ``image_arguments`` (name -> value) must all be None for text."""
     modality, data_column, label = _choose_columns(train.features, image_column, text_column, label_column)
-    if modality == "text" and (image_size is not None or num_channels is not None):
-        raise ValueError(f"image_size / num_channels apply to image data sets; {name_or_path!r} is loaded as text "
+    given = [name for name, value in image_arguments.items() if value is not None]
+    if modality == "text" and given:
+        raise ValueError(f"{' / '.join(given)} apply to image data sets; {name_or_path!r} is read as text "
                          f"(column {data_column!r})")
-
-    kept = [data_column] + ([label] if label else [])
     splits = {"train": train} | ({"test": test} if test is not None else {})
+    return modality, data_column, label, _prepare_splits(splits, data_column, label, modality)
+
+
+def _prepare_splits(splits: dict, data_column: str, label: str | None, modality: str) -> dict:
+    """Keep the data and label columns, read images as undecoded ``datasets.Image`` and texts as strings, and name
+    the text column ``text`` (the image column keeps its name: it holds files, not pixel_values). The label
+    column keeps its name: the caller encodes it (as a ClassLabel) and renames it ``label``."""
+    kept = [data_column] + ([label] if label else [])
     for split_name, split in splits.items():
         missing = [column for column in kept if column not in split.column_names]
         if missing:
             raise ValueError(f"split {split_name!r} lacks column(s) {missing}; it has {split.column_names}")
     splits = {name: split.select_columns(kept) for name, split in splits.items()}
-    if modality == "image" and not isinstance(splits["train"].features[data_column], datasets.Image):
-        # e.g. a column of file paths named "image": let datasets read them as images.
-        splits = {name: split.cast_column(data_column, datasets.Image()) for name, split in splits.items()}
-    if label:
-        splits = _encode_labels(splits, label)
-        if label != "label":
-            splits = {name: split.rename_column(label, "label") for name, split in splits.items()}
+    if modality == "image":
+        # A column of file paths named "image" is read as images too; decode=False keeps them as stored (path or
+        # bytes): OnTheFlyImages decodes them when a batch is read.
+        splits = {name: split.cast_column(data_column, datasets.Image(decode=False)) for name, split in splits.items()}
     if modality == "text":
-        if not (isinstance(splits["train"].features[data_column], datasets.Value)
-                and splits["train"].features[data_column].dtype in ("string", "large_string")):
-            raise ValueError(f"text column {data_column!r} has feature {splits['train'].features[data_column]}, "
-                             f"not strings")
+        feature = next(iter(splits.values())).features[data_column]
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise ValueError(f"text column {data_column!r} has feature {feature}, not strings")
         if data_column != "text":
             splits = {name: split.rename_column(data_column, "text") for name, split in splits.items()}
         # One text feature for every loader (csv/json give large_string).
         splits = {name: split.cast_column("text", datasets.Value("string")) for name, split in splits.items()}
+    return splits
+
+
+def load_external_dataset(name_or_path: str, *, embedded_names: Sequence[str], image_size: int | None = None,
+                          resolution: int | None = None, num_channels: int | None = None,
+                          image_column: str | None = None, text_column: str | None = None,
+                          label_column: str | None = None, test_size: float = 0.2, seed: int = 0,
+                          max_train_samples: int | None = None, max_eval_samples: int | None = None,
+                          streaming: bool = False, **load_dataset_kwargs) -> datasets.DatasetDict:
+    """Load a non-embedded data set (see :func:`hf_ae.data.load_dataset_for_training` for the arguments)."""
+    if num_channels not in (None, 1, 3):
+        raise ValueError(f"num_channels must be None, 1 or 3, got {num_channels!r}")
+    for argument, value in (("image_size", image_size), ("resolution", resolution)):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{argument} must be a positive int, got {value!r}")
+    if image_size is not None and resolution is not None:
+        raise ValueError(f"image_size={image_size} (resize to S x S) and resolution={resolution} (resize the shorter "
+                         f"side, then crop) both given; choose one")
+    if streaming:
+        from .streaming import load_streaming_dataset  # noqa: PLC0415 - streaming builds on this module
+
+        return load_streaming_dataset(
+            name_or_path, embedded_names=embedded_names, image_size=image_size, resolution=resolution,
+            num_channels=num_channels, image_column=image_column, text_column=text_column, label_column=label_column,
+            seed=seed, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, **load_dataset_kwargs,
+        )
+    source, loaded = _load(name_or_path, embedded_names, load_dataset_kwargs)
+    train, test, test_name = _pick_splits(loaded)
+    modality, data_column, label, splits = select_columns(
+        name_or_path, train, test, image_column=image_column, text_column=text_column, label_column=label_column,
+        image_arguments={"image_size": image_size, "resolution": resolution, "num_channels": num_channels},
+    )
+    if label:
+        splits = _encode_labels(splits, label)
+        if label != "label":
+            splits = {name: split.rename_column(label, "label") for name, split in splits.items()}
 
     if "test" in splits:
         split_text = f"test = the data set's {test_name!r} split"
@@ -311,11 +316,14 @@ def load_external_dataset(name_or_path: str, *, embedded_names: Sequence[str], i
 
     transform = None
     if modality == "image":
-        # Scan only the rows that will be kept (finish_splits truncates the same way before transforming).
+        # Check only the rows that will be kept (finish_splits truncates the same way before transforming).
         kept_rows = {"train": take_first(splits["train"], max_train_samples),
                      "test": take_first(splits["test"], max_eval_samples)}
-        transform, content = _images_to_pixels(kept_rows, data_column, image_size, num_channels, bool(label))
-        content = f"image column {data_column!r} -> {content}"
+        image_transform = image_transform_for(kept_rows, data_column, image_size, resolution, num_channels)
+        content = f"image column {data_column!r} -> {image_transform.describe()}"
+
+        def transform(split: datasets.Dataset) -> datasets.Dataset:
+            return on_the_fly_view(split, data_column, image_transform)
     else:
         content = f"text column {data_column!r} -> text"
     if label:

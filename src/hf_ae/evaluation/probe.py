@@ -27,6 +27,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from ..data import image_rows
+
 
 def probe_results_filename(dataset: str) -> str:
     """probe_svm_<data set>.json, with the data set name made safe for a file name (it may be a path)."""
@@ -56,14 +58,14 @@ def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.
     text = is_text_dataset(dataset)
     if text and tokenizer is None:
         raise ValueError("encoding a text data set needs the model's tokenizer")
-    data = dataset if text else dataset.with_format("torch", columns=["pixel_values"])
     chunks = []
-    for start in range(0, len(data), batch_size):
+    for start in range(0, len(dataset), batch_size):
         if text:
-            batch = tokenizer(data[start : start + batch_size]["text"], padding=True, return_tensors="pt")
+            batch = tokenizer(dataset[start : start + batch_size]["text"], padding=True, return_tensors="pt")
             inputs = {"input_ids": batch["input_ids"].to(model.device), "attention_mask": batch["attention_mask"].to(model.device)}
         else:
-            inputs = {"pixel_values": data[start : start + batch_size]["pixel_values"].to(model.device, model.dtype)}
+            rows = image_rows(dataset, slice(start, start + batch_size))  # (B, C, H, W)
+            inputs = {"pixel_values": rows.to(model.device, model.dtype)}
         chunks.append(latents_as_tokens(model.encode(**inputs).latents).float().cpu())
     return torch.cat(chunks).double().numpy()
 
@@ -71,7 +73,7 @@ def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.
 def raw_features(dataset, tokenizer=None) -> np.ndarray:
     """The baseline's features: flattened pixels, or for text the bag of tokens (a count per token id)."""
     if not is_text_dataset(dataset):
-        return np.asarray(dataset.with_format("numpy")["pixel_values"]).reshape(len(dataset), -1)
+        return image_rows(dataset, slice(None)).numpy().reshape(len(dataset), -1)
     counts = np.zeros((len(dataset), len(tokenizer)), dtype=np.float64)
     for row, ids in enumerate(tokenizer(list(dataset["text"]))["input_ids"]):
         np.add.at(counts[row], ids, 1.0)

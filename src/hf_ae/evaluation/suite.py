@@ -40,7 +40,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import EntryNotFoundError
 from sklearn.decomposition import PCA
 
-from ..data import load_dataset_for_training
+from ..data import dataset_modality, image_rows, load_dataset_for_training
 from ..models.patch_vae.pipeline_autoencoder import reconstruct
 from ..visualization import save_grid, save_reconstruction_grid
 from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
@@ -99,12 +99,11 @@ def reconstruction_task(model, datasets, tokenizer, output_dir: Path, dataset_na
                 references.append(batch["input_ids"][row, :length].tolist())
         results = load_metric("text_reconstruction").compute(predictions=predictions, references=references)
         return {**results, "metric_module": "text_reconstruction", "test_samples": len(texts)}
-    if "pixel_values" not in test.column_names:
+    if dataset_modality(test) != "image":
         raise TaskNotApplicable(f"reconstruction needs images or texts; the test split has {test.column_names}")
-    pixels = test.with_format("torch", columns=["pixel_values"])
     predictions, references, shown = [], [], None
-    for start in range(0, len(pixels), batch_size):
-        inputs = pixels[start : start + batch_size]["pixel_values"].to(model.device, model.dtype)  # (B, C, H, W)
+    for start in range(0, len(test), batch_size):
+        inputs = image_rows(test, slice(start, start + batch_size)).to(model.device, model.dtype)  # (B, C, H, W)
         outputs = reconstruct(model, {"pixel_values": inputs}).float().cpu()
         if shown is None:
             shown = (inputs[:GRID_IMAGES].float().cpu(), outputs[:GRID_IMAGES])
@@ -112,7 +111,7 @@ def reconstruction_task(model, datasets, tokenizer, output_dir: Path, dataset_na
         references += inputs.float().cpu().flatten(1).tolist()
     results = load_metric("image_reconstruction").compute(predictions=predictions, references=references)
     save_reconstruction_grid(*shown, output_dir / "reconstruction.png")
-    return {**results, "metric_module": "image_reconstruction", "test_samples": len(pixels),
+    return {**results, "metric_module": "image_reconstruction", "test_samples": len(test),
             "figure": "reconstruction.png"}
 
 
@@ -201,7 +200,7 @@ def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_nam
             step_sizes.append([1 - difflib.SequenceMatcher(None, a, b).ratio() for a, b in zip(path, path[1:])])
     else:
         model.eval()
-        images = test.with_format("torch", columns=["pixel_values"])[:]["pixel_values"]  # (N, 1, S, S)
+        images = image_rows(test, slice(None))  # (N, 1, S, S)
         classifier, _, _ = digit_classifier(images.shape[-1])
         ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
         for i, j in pairs:
@@ -258,7 +257,7 @@ def generation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: 
             f"generation is judged by the reference digit classifier, trained on `digits`; evaluate on --dataset "
             f"digits (got {dataset_name or 'an unnamed data set'!r})"
         )
-    real = test.with_format("torch", columns=["pixel_values"])[:]["pixel_values"].float()  # (N, 1, S, S)
+    real = image_rows(test, slice(None)).float()  # (N, 1, S, S)
     metric = load_metric("digit_samples")
     results = {}
     for name, make in makers.items():
