@@ -124,7 +124,7 @@ class ImageTransform:
             raise ValueError("a random crop needs resolution=R (the crop's side)")
 
     @property
-    def deterministic(self) -> "ImageTransform":
+    def deterministic(self) -> ImageTransform:
         """The same transform without randomness (centre crop, no flip): what evaluation reads."""
         return ImageTransform(self.mode, self.image_size, self.resolution, "center", False, self.expected_size)
 
