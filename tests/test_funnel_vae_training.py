@@ -23,6 +23,7 @@ from hf_ae.data import load_dataset_for_training
 from hf_ae.evaluation.probe import run_probe
 from hf_ae.training import parse_args, train
 from hf_ae.training.artifacts import render_card
+from hf_ae.training.data_kinds import delete_input_tokens
 
 TINY_TEXT = (
     "hidden_size=16,intermediate_size=32,num_attention_heads=2,decoder_num_attention_heads=2,block_sizes=[1,1],"
@@ -246,7 +247,6 @@ def count_too_long(texts, max_sequence_length):
 
 
 def test_delete_input_tokens_keeps_order_end_of_sequence_and_length():
-    delete_input_tokens = trainer_module.delete_input_tokens
     eos, pad = 1, 0
     input_ids = torch.tensor([[5, 6, 7, 8, 9, eos, pad], [10, 11, eos, pad, pad, pad, pad]])  # (2, 7), right padded
     mask = (input_ids != pad).long()
@@ -269,7 +269,6 @@ def test_delete_input_tokens_keeps_order_end_of_sequence_and_length():
 
 
 def test_delete_input_tokens_share_leaves_the_other_texts_whole():
-    delete_input_tokens = trainer_module.delete_input_tokens
     eos, pad = 1, 0
     input_ids = torch.cat([torch.arange(2, 22).repeat(64, 1), torch.full((64, 1), eos)], dim=1)  # (64, 21)
     mask = torch.ones_like(input_ids)

@@ -183,3 +183,14 @@ def test_prior_round_trips_through_the_hub_and_generates_without_hf_ae(vq_dir, t
         env, without_hf_ae=True,
     ).stdout
     assert "model-index" in card and "https://huggingface.co/test-user/vq-tiny" in card
+
+
+def test_prior_codes_train_the_same_with_loader_workers(vq_dir, tmp_path):
+    """--dataloader_num_workers 2 serves the code batches without changing them (or the trained prior)."""
+    trained = {}
+    for workers in ("0", "2"):
+        output_dir = tmp_path / f"workers_{workers}"
+        train(*parse_args(prior_args(output_dir, vq_dir, "--max_steps", "4", "--dataloader_num_workers", workers)))
+        trained[workers] = load_file(output_dir / "model.safetensors")
+    assert trained["0"].keys() == trained["2"].keys()
+    assert all(torch.equal(trained["0"][name], trained["2"][name]) for name in trained["0"])

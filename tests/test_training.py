@@ -156,17 +156,36 @@ def test_bad_training_arguments_raise_clear_errors(tmp_path, extra, message):
         run_train(tiny_args(tmp_path / "run", "--max_steps", "1") + extra)
 
 
+# scripts/train.py that also writes what train() returned in each process to results_rank<RANK>.json beside the
+# output folder. Saved as train.py, so that the model card quotes the command as it does for the real script.
+RANK_RESULTS_DRIVER = """
+import json, os, sys
+from pathlib import Path
+from hf_ae.training import parse_args, train
+
+model_args, data_args, train_args = parse_args(sys.argv[1:])
+results = train(model_args, data_args, train_args)
+(Path(train_args.output_dir).parent / f"results_rank{os.environ['RANK']}.json").write_text(json.dumps(results))
+"""
+
+
 @pytest.mark.slow
 def test_two_processes_train_with_world_size_two(tmp_path):
-    """torchrun starts 2 real CPU processes (gloo); only the main process writes and prints results."""
+    """torchrun starts 2 real CPU processes (gloo); only the main process writes and prints results, and every
+    process returns the same results, the SVM probe's (run in the main process) included."""
     output_dir = tmp_path / "ddp"
+    driver = tmp_path / "train.py"
+    driver.write_text(RANK_RESULTS_DRIVER)
     result = run_torchrun(
-        ["--nproc_per_node", "2", TRAIN_SCRIPT, *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
+        ["--nproc_per_node", "2", str(driver), *tiny_args(output_dir, "--max_steps", "4", "--checkpointing_steps", "2")],
         # one thread per worker: two workers of 2 threads on a 2-core machine ran ~50x slower and timed out
         env=isolated_env(tmp_path, OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())
+    returned = [json.loads((tmp_path / f"results_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert returned[0] == returned[1] == results
+    assert "eval_probe_accuracy" in results and "eval_mse" in results
     assert results["num_processes"] == 2 and "MULTI_CPU" in results["distributed_type"]
     assert results["global_step"] == 4
     assert result.stdout.count("final:") == 1  # accelerator.print: main process only

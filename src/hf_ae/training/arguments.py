@@ -56,7 +56,28 @@ class DataArguments:
         metadata={"help": "An embedded data set (digits, digits-text, python-lines, photos), a Hub name or a path."},
     )
     image_size: int | None = field(
-        default=None, metadata={"help": "Resize images to this size (only when asked; nothing is resized otherwise)."}
+        default=None,
+        metadata={"help": "Resize images to S x S, aspect ratio not kept (only when asked; nothing is resized "
+                  "otherwise). The embedded digits and photos come in a few sizes: this picks one."},
+    )
+    resolution: int | None = field(
+        default=None,
+        metadata={"help": "Image files: resize each image's shorter side to R and crop R x R (the centre, or at random "
+                  "with --random_crop), as diffusers' training scripts do. Not with --image_size."},
+    )
+    center_crop: bool = field(
+        default=False, metadata={"help": "With --resolution: crop the centre (the default; evaluation always does)."}
+    )
+    random_crop: bool = field(
+        default=False, metadata={"help": "With --resolution: crop training images at a random offset, drawn anew each "
+                                 "epoch from (seed, epoch, image)."}
+    )
+    random_flip: bool = field(
+        default=False, metadata={"help": "Flip training images horizontally with probability 1/2 (any image data)."}
+    )
+    skip_unreadable_images: bool = field(
+        default=False, metadata={"help": "Skip an image that cannot be decoded (truncated, not an image) with a "
+                                 "warning naming it, instead of stopping with an error naming it."}
     )
     num_channels: int | None = field(default=None, metadata={"help": "1 (grey) or 3 (RGB) for image folders."})
     image_column: str | None = field(default=None, metadata={"help": "Image column of a non-embedded data set."})
@@ -64,7 +85,22 @@ class DataArguments:
     label_column: str | None = field(default=None, metadata={"help": "Label column of a non-embedded data set."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    dataloader_num_workers: int = field(
+        default=0,
+        metadata={"help": "DataLoader worker processes per training process: they decode, transform and tokenize "
+                  "while the model steps (persistent across epochs; pinned memory on a GPU)."},
+    )
+
+    def __post_init__(self):
+        if self.center_crop and self.random_crop:
+            raise ValueError("--center_crop and --random_crop both given; choose one")
+        if (self.center_crop or self.random_crop) and self.resolution is None:
+            raise ValueError("--center_crop / --random_crop crop to --resolution R; pass --resolution")
+        if self.resolution is not None and self.image_size is not None:
+            raise ValueError(f"--image_size {self.image_size} (resize to S x S) and --resolution {self.resolution} "
+                             "(resize the shorter side, then crop) both given; choose one")
+        if self.dataloader_num_workers < 0:
+            raise ValueError(f"dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
 
 
 @dataclass

@@ -7,7 +7,6 @@ failure half-way (a full disk, a template error) leaves whatever the folder held
 
 import dataclasses
 import json
-import math
 import os
 import shlex
 import shutil
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.probe import encode_dataset, probe_results_filename, run_probe
+from ..data import image_rows
+from ..evaluation.probe import encode_dataset, probe_results_filename
 from ..hub import EvalResult, render_model_card
 from ..models.patch_vae.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif, reconstruct
 from ..visualization import display_scale, make_grid, save_grid, save_reconstruction_grid
@@ -31,9 +31,6 @@ BENCHMARK_RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmark_resu
 FUNNEL_VAE_DELETION_RUNS = tuple(
     f"funnel_vae_python_lines_cpu_unaligned_del025_share05_12000_seed{seed}.json" for seed in (42, 43)
 )
-# The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
-# grows quadratically with the rows; scripts/probe_svm.py runs it on any size).
-PROBE_MAX_TRAIN_ROWS = 20_000
 
 
 def interpolation_partner(eval_dataset) -> int:
@@ -75,7 +72,7 @@ def save_generation_images(model, pixel_values: torch.Tensor, folder: Path, num_
 def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, seed: int = 0) -> dict[str, str]:
     """Reconstructions of the first test images, samples and an interpolation strip -> {title: file}."""
     model.eval()
-    pixel_values = eval_dataset.with_format("torch")[:num_images]["pixel_values"].to(model.device, model.dtype)
+    pixel_values = image_rows(eval_dataset, slice(0, num_images)).to(model.device, model.dtype)
     images = {}
     save_reconstruction_grid(pixel_values, reconstruct(model, {"pixel_values": pixel_values}), folder / "reconstructions.png")
     images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
@@ -88,7 +85,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     if getattr(model.config, "skip_connections", False):
         return images  # the skip features of two images cannot be interpolated through the latents alone
 
-    pair = eval_dataset.with_format("torch")[[0, interpolation_partner(eval_dataset)]]["pixel_values"].to(model.device, model.dtype)
+    pair = image_rows(eval_dataset, [0, interpolation_partner(eval_dataset)]).to(model.device, model.dtype)
     latents = model.encode(pixel_values=pair).latents
     ratios = torch.linspace(0, 1, 10, device=latents.device)
     rows = [
@@ -240,15 +237,6 @@ def render_card(model, metrics: dict, context: dict):
     )
 
 
-def maybe_run_probe(model, datasets, tokenizer=None) -> dict | None:
-    """The SVM probe's accuracies when the data has labels and is small enough, else None."""
-    if any("label" not in datasets[s].column_names for s in ("train", "test")):
-        return None
-    if len(datasets["train"]) > PROBE_MAX_TRAIN_ROWS:
-        return None
-    return run_probe(model, datasets, tokenizer)
-
-
 # Arguments that do not change what is trained (where it is written, credentials).
 NOT_REPRODUCED = frozenset({"output_dir", "overwrite_output_dir", "hub_token", "push_to_hub", "hub_model_id",
                             "hub_private_repo", "resume_from_checkpoint"})
@@ -270,55 +258,36 @@ def reproduce_command(*argument_groups) -> str:
 
 
 def save_trained_model(
-    model, output_dir: Path, *, datasets, metrics, model_args, data_args, train_args, results, log_history,
-    tokenizer=None,
+    model, output_dir: Path, *, data, metrics, probe, model_args, data_args, train_args, results, log_history,
 ) -> None:
-    """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring)."""
+    """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring).
+
+    `data` is the run's TrainingData (hf_ae.training.data_kinds): it writes what its kind adds (tokenizer, samples).
+    `metrics` and `results` already hold the figures of `probe` (the SVM probe's results, or None), which is
+    written as probe_svm_<data set>.json; nothing is evaluated here."""
     # Inference from here on: a training-mode forward would change the model (a vq codebook's EMA update) and,
     # under several processes, wait for collective calls that the other ranks never make.
     model.eval()
     output_dir = Path(output_dir)
-    eval_dataset = datasets["test"]
-    is_prior = model.config.model_type == "patch_prior"  # generates through its autoencoder; it encodes nothing
-    probe = maybe_run_probe(model, datasets, tokenizer) if train_args.probe and not is_prior else None
-    if probe is not None:
-        metrics = {
-            **metrics,
-            "probe_accuracy": probe["latents_concatenated"],
-            "probe_accuracy_mean_pooled": probe["latents_mean_pooled"],
-            "probe_accuracy_raw_inputs": probe["raw_inputs"],
-        }
-        results.update({f"eval_{k}": v for k, v in metrics.items() if k.startswith("probe_")})
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        images, text_samples = {}, None
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-            text_samples = save_text_samples(model, tokenizer, eval_dataset, staging, data_args.dataset, seed=train_args.seed)
-        elif is_prior:
-            images = save_prior_images(model, staging, train_args.num_sample_images, train_args.seed)
-        else:
-            images = save_sample_images(model, eval_dataset, staging, train_args.num_sample_images, train_args.seed)
+        kind_context = data.save_with_model(model, staging)  # images, text_samples and any context of its own
         context = {
             "model_name": train_args.hub_model_id or output_dir.name,
             "repo_id": train_args.hub_model_id or str(output_dir),
             "dataset": data_args.dataset,
-            "dataset_description": (eval_dataset.info.description or "").strip(),
+            "dataset_description": (data.datasets["test"].info.description or "").strip(),
             "train_args": train_args,
             "train_command": "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             if sys.argv[0].endswith("train.py")
             else reproduce_command(model_args, data_args, train_args),
-            "images": images,
-            "text_samples": text_samples,
             "device": results.get("device", str(model.device)),
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
                                        "train_samples", "eval_samples")},
+            **kind_context,
         }
-        if is_prior:  # what the card says about the autoencoder, and the bits a uniform guess of the codes needs
-            context["autoencoder_config"] = model.autoencoder.config
-            context["uniform_bits_per_image"] = model.config.num_patches * math.log2(model.config.num_codes)
         render_card(model, metrics, context).save(staging / "README.md")
         (staging / "all_results.json").write_text(json.dumps(results, indent=2))
         if probe is not None:

@@ -1,6 +1,6 @@
 """What `scripts/train.py --model patch_prior --autoencoder DIR_OR_REPO` does besides the shared loop: check the
 arguments before anything runs, load the autoencoder, and turn the image data set into its codes once (the prior
-trains on code sequences, never on pixels).
+trains on code sequences, never on pixels). `data_kinds.PriorCodeData` puts these together for the loop.
 
 A prior is useless without the autoencoder that decodes its codes, so its config names it: a Hub repo id (what a
 shared prior must name) or, for local work, the folder's absolute path.
@@ -11,6 +11,7 @@ from pathlib import Path
 import datasets as hf_datasets
 import torch
 
+from ..data import image_rows
 from ..models.patch_prior.configuration_patch_prior import PatchPriorConfig
 from ..models.patch_prior.modeling_patch_prior import check_autoencoder, load_autoencoder
 
@@ -80,11 +81,10 @@ def load_prior_autoencoder(name_or_path: str, data_shape: dict, device):
 @torch.no_grad()
 def encode_codes(autoencoder, dataset, batch_size: int) -> torch.LongTensor:
     """An image split -> its codes (rows, num_patches), encoded in batches without gradients."""
-    pixel_values = dataset.with_format("torch", columns=["pixel_values"])
     device = autoencoder.device
     codes = []
-    for start in range(0, len(pixel_values), batch_size):
-        batch = pixel_values[start : start + batch_size]["pixel_values"].to(device)  # (b, C, H, W)
+    for start in range(0, len(dataset), batch_size):
+        batch = image_rows(dataset, slice(start, start + batch_size)).to(device)  # (b, C, H, W)
         codes.append(autoencoder.encode(batch).codes.cpu())  # (b, N)
     return torch.cat(codes)
 
@@ -140,10 +140,3 @@ def check_class_labels(model, train_set, eval_set, dataset_name: str) -> None:
                 f"{labels.max().item()}]"
             )
 
-
-def prior_batch_inputs(batch: dict, conditional: bool) -> dict:
-    """A batch of the code data sets -> keyword arguments of PatchPriorModel.forward."""
-    inputs = {"input_ids": batch["input_ids"]}
-    if conditional:
-        inputs["class_labels"] = batch["class_labels"]
-    return inputs

@@ -1,0 +1,371 @@
+"""What the training loop needs to know about the data it trains on, one small object per kind of data: images,
+texts, and the codes a patch prior learns. The loop in trainer.py asks the object and never branches on the kind.
+
+Each kind checks the arguments that depend on the data, gives the config fields the data decides (`data_shape`),
+builds the train and eval `DataLoader`s (collation, batch sampler, workers), turns a batch into the model's inputs
+(the input noise of a denoiser, the token deletion of a text autoencoder), evaluates, runs the end-of-training SVM
+probe, and saves what it adds to the model folder (tokenizer, samples).
+
+What is to come lives here too, not in the loop: on-the-fly image transforms and streaming `IterableDataset`s
+split across nodes are built by `dataloaders` (a streaming loader has no length: the loop then needs
+--max_steps), a kind whose data changes per epoch gets it through `set_epoch`, and `loader_options` is where
+`pin_memory` and persistent workers go on a GPU.
+"""
+
+import math
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding
+
+from ..data import AugmentedImages, collate_readable, dataset_modality, image_transform_of
+from ..evaluation.likelihood import evaluate_code_likelihood
+from ..evaluation.probe import run_probe
+from ..evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
+from ..models import MODEL_CLASSES
+from .arguments import DataArguments, ModelArguments, TrainArguments
+from .artifacts import save_prior_images, save_sample_images, save_text_samples
+from .batching import LengthGroupedBatchSampler, tokenize_texts
+from .prior import (
+    PRIOR_MODEL,
+    check_class_labels,
+    code_datasets,
+    load_prior_autoencoder,
+    prior_autoencoder_name,
+    prior_data_shape,
+)
+from .tokenization import build_tokenizer
+
+# The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
+# grows quadratically with the rows; scripts/probe_svm.py runs it on any size).
+PROBE_MAX_TRAIN_ROWS = 20_000
+
+
+def check_arguments(model_args: ModelArguments, train_args: TrainArguments) -> None:
+    """The checks that need no data, run before anything is loaded or written: a patch prior's autoencoder, and
+    the prior's options given to another model."""
+    prior_autoencoder_name(model_args, train_args)
+
+
+def model_takes_text(model_name: str) -> bool:
+    """Whether `--model` has a `modality` config field (it then trains on texts or images; the others on images)."""
+    config_class, _ = MODEL_CLASSES.get(model_name, (None, None))
+    return config_class is not None and "modality" in config_class().to_dict()
+
+
+def add_input_noise(clean: torch.Tensor, train_args: TrainArguments, generator: torch.Generator) -> torch.Tensor:
+    """clean (B, C, H, W) + N(0, std^2) noise: std = --input_noise_std, or per image uniform in [0, it] with
+    --input_noise_uniform; clipped to [0, 1] unless --input_noise_clip False."""
+    # the noise is drawn before the levels: the benchmark's denoisers were trained with this order
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    std = train_args.input_noise_std
+    if train_args.input_noise_uniform:  # one level per image, (B, 1, 1, 1)
+        std = std * torch.rand((clean.shape[0], 1, 1, 1), generator=generator, device=clean.device, dtype=clean.dtype)
+    noisy = clean + std * noise
+    return noisy.clamp(0, 1) if train_args.input_noise_clip else noisy
+
+
+def delete_input_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    probability: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    generator: torch.Generator,
+    share: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) texts -> (B, T) copies with each token deleted with `probability` (the end-of-sequence
+    token always kept), the survivors moved left and re-padded with `pad_token_id`; and their mask. With `share`
+    < 1 each text is picked for deletions with that probability and the others stay whole. The length stays T
+    (cutting it to the longest row would read a count back from the device every step).
+    The input noise of a denoising text autoencoder (the token deletion of Shen et al. 2020, DAAE); written here
+    because the data collators of transformers mask tokens for MLM but do not delete them."""
+    mask = attention_mask.bool()
+    draws = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    picked = torch.rand((input_ids.shape[0], 1), generator=generator, device=input_ids.device) < share  # (B, 1)
+    keep = mask & ((draws >= probability) | (input_ids == eos_token_id) | ~picked)  # (B, T)
+    # a stable sort on "deleted" moves the kept tokens to the front in their order
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    kept_mask = keep.gather(1, order)
+    kept_ids = input_ids.gather(1, order).masked_fill(~kept_mask, pad_token_id)
+    return kept_ids, kept_mask.to(attention_mask.dtype)
+
+
+def load_or_build_tokenizer(model_args: ModelArguments, train_texts):
+    """The saved model's tokenizer when starting from one, else a new byte-level or BPE tokenizer."""
+    if model_args.model_name_or_path is not None:
+        try:
+            return AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{model_args.model_name_or_path} has no tokenizer to train a text model with: {error}") from error
+    return build_tokenizer(model_args.tokenizer, train_texts if model_args.tokenizer == "bpe" else None,
+                           model_args.vocab_size)
+
+
+def pixel_values_only(split):
+    """An image split whose rows read as {"pixel_values": (C, H, W) float32 tensor}: its stored arrays formatted
+    for torch, or its image column read on the fly (hf_ae.data.images) by the transform the split carries."""
+    on_the_fly = image_transform_of(split)
+    if on_the_fly is not None:
+        column, _ = on_the_fly
+        return split.select_columns([column])
+    return split.with_format("torch", columns=["pixel_values"])
+
+
+def augmentation_options(data_args: DataArguments) -> list[str]:
+    """The per-sample image options given (--random_crop, --random_flip, --skip_unreadable_images)."""
+    names = ("random_crop", "random_flip", "skip_unreadable_images")
+    return [f"--{name}" for name in names if getattr(data_args, name)]
+
+
+def probe_metrics(probe: dict) -> dict[str, float]:
+    """The probe's accuracies under the names the model card and all_results.json (with `eval_`) give them."""
+    return {
+        "probe_accuracy": probe["latents_concatenated"],
+        "probe_accuracy_mean_pooled": probe["latents_mean_pooled"],
+        "probe_accuracy_raw_inputs": probe["raw_inputs"],
+    }
+
+
+class TrainingData:
+    """The data of one training run. A kind sets `data_shape` and `train_set` / `eval_set` in its constructor (after
+    `check_arguments`), and `bind_model` finishes what needs the built model.
+
+    Attributes:
+        data_shape (`dict`): the config fields the data decides (image size, vocabulary, ...), for `build_model`.
+        train_set, eval_set: what the loaders read (map-style data sets of tensors, or of token lists to collate).
+        collate_fn: the loaders' collation (None: torch's default).
+        tokenizer: saved with a text model; None for the other kinds.
+        num_train_samples, num_eval_samples (`int`): the sizes in the start-up line and all_results.json.
+    """
+
+    collate_fn = None
+    tokenizer = None
+
+    def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments, datasets):
+        self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
+        self.datasets = datasets
+        self.num_train_samples, self.num_eval_samples = len(datasets["train"]), len(datasets["test"])
+        self.check_arguments()
+
+    def check_arguments(self) -> None:
+        """Raise ValueError on an option that does not apply to this kind of data."""
+
+    def bind_model(self, model) -> None:
+        """What this kind does once the model is built (before its loaders are), for data that depends on it."""
+
+    def loader_options(self) -> dict:
+        """Keyword arguments of the training DataLoader that every kind shares: its worker processes, kept alive
+        across epochs (a kind whose data changes per epoch shares the epoch with them, see AugmentedImages), and
+        pinned memory where batches go to a GPU."""
+        workers = self.data_args.dataloader_num_workers
+        return {"num_workers": workers, "persistent_workers": workers > 0,
+                "pin_memory": torch.cuda.is_available() and not self.train_args.cpu}
+
+    def train_batching(self) -> dict:
+        """How the training DataLoader batches: shuffled batches of --per_device_train_batch_size (Accelerate swaps
+        in a sampler seeded from (seed, epoch))."""
+        return {"batch_size": self.train_args.per_device_train_batch_size, "shuffle": True}
+
+    def dataloaders(self) -> tuple[DataLoader, DataLoader]:
+        """The (train, eval) loaders, not yet prepared by Accelerate."""
+        train_loader = DataLoader(self.train_set, **self.train_batching(), collate_fn=self.collate_fn,
+                                  **self.loader_options())
+        eval_loader = DataLoader(self.eval_set, batch_size=self.train_args.per_device_eval_batch_size,
+                                 collate_fn=self.collate_fn)
+        return train_loader, eval_loader
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at the start of every epoch (Accelerate gives the samplers theirs); a training set that draws per
+        epoch (random crops and flips) gets it too."""
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+
+    def model_inputs(self, batch: dict, generator: torch.Generator) -> dict:
+        """A training batch -> keyword arguments of the model's forward; `generator` draws any input noise."""
+        raise NotImplementedError
+
+    def evaluate(self, model, eval_loader, accelerator) -> dict[str, float]:
+        """Test-set metrics, gathered across processes."""
+        raise NotImplementedError
+
+    def probe(self, model) -> dict | None:
+        """The SVM probe's accuracies when --probe is on and the data has labels and at most PROBE_MAX_TRAIN_ROWS
+        training rows, else None. Runs on the unwrapped model, in one process."""
+        if not self.train_args.probe or any("label" not in self.datasets[s].column_names for s in ("train", "test")):
+            return None
+        if len(self.datasets["train"]) > PROBE_MAX_TRAIN_ROWS:
+            return None
+        return run_probe(model, self.datasets, self.tokenizer)
+
+    def save_with_model(self, model, folder) -> dict:
+        """Write what this kind adds to the model's folder (tokenizer, samples) -> the model card's `images` and
+        `text_samples`, and any other context of the card."""
+        raise NotImplementedError
+
+
+class ImageData(TrainingData):
+    """Images (`pixel_values`, (C, H, W) in [0, 1], square); with --input_noise_std the model denoises."""
+
+    def __init__(self, model_args, data_args, train_args, datasets):
+        super().__init__(model_args, data_args, train_args, datasets)
+        self.train_set, self.eval_set = pixel_values_only(datasets["train"]), pixel_values_only(datasets["test"])
+        first = self.eval_set[0]["pixel_values"]  # (C, H, W)
+        if first.shape[1] != first.shape[2]:
+            raise ValueError(f"{model_args.model} needs square images, the data set has {first.shape[1]}x{first.shape[2]}")
+        self.data_shape = {"num_channels": int(first.shape[0]), "image_size": int(first.shape[1])}
+        if model_takes_text(model_args.model):
+            self.data_shape["modality"] = "image"
+        if data_args.random_crop or data_args.random_flip or data_args.skip_unreadable_images:
+            # Decoded, cropped and flipped per sample in the loader workers, with draws from (seed, epoch, row).
+            self.train_set = AugmentedImages(
+                datasets["train"], crop="random" if data_args.random_crop else "center", flip=data_args.random_flip,
+                seed=train_args.seed, skip_unreadable=data_args.skip_unreadable_images,
+            )
+            if data_args.skip_unreadable_images:
+                self.collate_fn = collate_readable
+
+    def check_arguments(self) -> None:
+        dataset = self.data_args.dataset
+        if self.model_args.tokenizer != "byte" or self.model_args.vocab_size is not None:
+            raise ValueError(f"--tokenizer and --vocab_size build the tokenizer of a text model; {dataset!r} "
+                             "holds image")
+        if self.train_args.input_token_deletion > 0:
+            raise ValueError(f"--input_token_deletion deletes tokens of texts; {dataset!r} holds image")
+
+    def model_inputs(self, batch, generator):
+        clean = batch["pixel_values"]  # (B, C, H, W)
+        if self.train_args.input_noise_std > 0:  # denoising: noisy inputs, clean targets
+            return {"pixel_values": add_input_noise(clean, self.train_args, generator), "labels": clean}
+        return {"pixel_values": clean}
+
+    def evaluate(self, model, eval_loader, accelerator):
+        return evaluate_image_reconstruction(model, eval_loader, accelerator)
+
+    def save_with_model(self, model, folder):
+        images = save_sample_images(model, self.datasets["test"], folder, self.train_args.num_sample_images,
+                                    self.train_args.seed)
+        return {"images": images, "text_samples": None}
+
+
+class TextData(TrainingData):
+    """Texts (`text`), tokenized by the model's tokenizer and padded to each batch's longest; with
+    --group_by_length in batches of similar lengths; with --input_token_deletion the model denoises."""
+
+    def __init__(self, model_args, data_args, train_args, datasets):
+        super().__init__(model_args, data_args, train_args, datasets)
+        self.tokenizer = load_or_build_tokenizer(model_args, datasets["train"]["text"])
+        self.collate_fn = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+        self.data_shape = {
+            "modality": "text",
+            "vocab_size": len(self.tokenizer),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
+
+    def check_arguments(self) -> None:
+        if not model_takes_text(self.model_args.model):
+            raise ValueError(f"--model {self.model_args.model} trains on images; {self.data_args.dataset!r} holds text")
+        if self.train_args.input_noise_std > 0:
+            raise ValueError("--input_noise_std adds Gaussian noise to images; it does not apply to text data")
+        given = augmentation_options(self.data_args)
+        if given:
+            raise ValueError(f"{', '.join(given)} transform images; {self.data_args.dataset!r} holds text")
+
+    def bind_model(self, model) -> None:
+        """Tokenize both splits; a text longer than the model's max_sequence_length is an error."""
+        max_sequence_length = model.config.max_sequence_length
+        self.train_set, self.train_lengths = tokenize_texts(self.datasets["train"], self.tokenizer,
+                                                            max_sequence_length, "train")
+        self.eval_set, _ = tokenize_texts(self.datasets["test"], self.tokenizer, max_sequence_length, "test")
+
+    def train_batching(self) -> dict:
+        if not self.train_args.group_by_length:
+            return super().train_batching()
+        batch_size, seed = self.train_args.per_device_train_batch_size, self.train_args.seed
+        return {"batch_sampler": LengthGroupedBatchSampler(self.train_lengths, batch_size, seed)}
+
+    def model_inputs(self, batch, generator):
+        """(B, T) token ids padded to the batch's longest text, and their mask -> the batch itself (the model
+        reconstructs its inputs), or with --input_token_deletion the texts of `delete_input_tokens`
+        (--input_token_deletion_share of them shortened) and the clean texts as labels (-100 on padding, as the
+        model's own default labels)."""
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if self.train_args.input_token_deletion == 0:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+        noisy_ids, noisy_mask = delete_input_tokens(
+            input_ids, attention_mask, self.train_args.input_token_deletion, self.tokenizer.eos_token_id,
+            self.tokenizer.pad_token_id, generator, share=self.train_args.input_token_deletion_share,
+        )
+        labels = input_ids.masked_fill(~attention_mask.bool(), -100)
+        return {"input_ids": noisy_ids, "attention_mask": noisy_mask, "labels": labels}
+
+    def evaluate(self, model, eval_loader, accelerator):
+        return evaluate_text_reconstruction(model, eval_loader, accelerator)
+
+    def save_with_model(self, model, folder):
+        self.tokenizer.save_pretrained(folder)
+        samples = save_text_samples(model, self.tokenizer, self.datasets["test"], folder, self.data_args.dataset,
+                                    seed=self.train_args.seed)
+        return {"images": {}, "text_samples": samples}
+
+
+class PriorCodeData(ImageData):
+    """The codes of clean images under a PatchVae with discrete codes (`--autoencoder`), encoded once: `input_ids`
+    (N,) per image and, when the data has labels, `class_labels`. What a patch prior trains on; it has no latents
+    to probe."""
+
+    def __init__(self, model_args, data_args, train_args, datasets, accelerator):
+        super().__init__(model_args, data_args, train_args, datasets)
+        autoencoder_name = prior_autoencoder_name(model_args, train_args)
+        with accelerator.main_process_first():  # the first process downloads a Hub autoencoder
+            self.autoencoder = load_prior_autoencoder(autoencoder_name, self.data_shape, accelerator.device)
+        self.data_shape = prior_data_shape(model_args, self.autoencoder, autoencoder_name, datasets, data_args.dataset)
+        self.train_set, self.eval_set = code_datasets(self.autoencoder, datasets, train_args.per_device_eval_batch_size)
+
+    def check_arguments(self) -> None:
+        super().check_arguments()
+        given = augmentation_options(self.data_args)
+        if given:
+            raise ValueError(f"{', '.join(given)}: --model patch_prior learns the codes of the images, encoded once "
+                             "before training, so per-epoch crops and flips do not apply")
+        if self.train_args.input_noise_std > 0:
+            raise ValueError("--model patch_prior learns the codes of clean images: it needs image data and no "
+                             "--input_noise_std")
+
+    def bind_model(self, model) -> None:
+        model.set_autoencoder(self.autoencoder)  # decodes the samples saved with the model; not part of its weights
+        check_class_labels(model, self.train_set, self.eval_set, self.data_args.dataset)
+        self.conditional = model.config.num_classes > 0
+
+    def model_inputs(self, batch, generator):
+        """(B, N) codes, and the (B,) class labels of a conditional prior."""
+        inputs = {"input_ids": batch["input_ids"]}
+        if self.conditional:
+            inputs["class_labels"] = batch["class_labels"]
+        return inputs
+
+    def evaluate(self, model, eval_loader, accelerator):
+        return evaluate_code_likelihood(model, eval_loader, accelerator)
+
+    def probe(self, model) -> None:
+        return None
+
+    def save_with_model(self, model, folder):
+        """The prior's samples, decoded by its autoencoder; the card also describes the autoencoder and the bits a
+        uniform guess of the codes needs."""
+        images = save_prior_images(model, folder, self.train_args.num_sample_images, self.train_args.seed)
+        config = model.config
+        return {"images": images, "text_samples": None, "autoencoder_config": model.autoencoder.config,
+                "uniform_bits_per_image": config.num_patches * math.log2(config.num_codes)}
+
+
+def training_data_for(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments, datasets,
+                      accelerator) -> TrainingData:
+    """The kind of `datasets`: text when it holds text (a text kind names an image-only model, --model
+    patch_prior included, in its error), a patch prior's codes for --model patch_prior, else images."""
+    if dataset_modality(datasets["train"]) == "text":
+        return TextData(model_args, data_args, train_args, datasets)
+    if model_args.model == PRIOR_MODEL:
+        return PriorCodeData(model_args, data_args, train_args, datasets, accelerator)
+    return ImageData(model_args, data_args, train_args, datasets)
