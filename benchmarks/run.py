@@ -1,19 +1,24 @@
 """hf_ae side by side with the models users would pick instead, measured in the same run on the same machine.
 
-    python -m benchmarks.run                    # every section on the CPU (about 25 minutes on 2 cores)
-    python -m benchmarks.run --quick            # shorter timings and sweeps (a few minutes)
+    python -m benchmarks.run                    # every section on the CPU (about 35 minutes on 2 cores)
+    python -m benchmarks.run --quick            # shorter timings and sweeps (matmul,speed alone: 5-6 minutes)
     python -m benchmarks.run --device cuda --precision bf16 [--compile]
 
 Writes benchmarks/results/run_<device>.json, plots benchmarks/results/run_<device>_*.png, and renders
 benchmarks/RESULTS.md from every run_<device>.json present (so a GPU run sits beside the CPU one).
 
 Sections (`--sections`, default all):
-  matmul      the machine's dense matrix-multiply rate (the denominator of every MFU figure)
+  matmul      the machine's kernel rates: square matmuls of several sizes, the models' linear and 3x3
+              convolution shapes (benchmarks/workloads.py peak_kernels), in the run's dtypes; the best is the
+              denominator of every MFU figure (raised to a step's own rate should a step beat it: MFU <= 100%)
   speed       training steps (forward, backward, AdamW) on the same batches: PatchVae vs diffusers
               AutoencoderKL (photos 32 px, batch 64, ~6.3M parameters each); FunnelVae vs a
               T5ForConditionalGeneration autoencoder (python-lines, batch 64, same width/depth/heads/FFN);
               UNetAe vs AutoencoderKL and UNet2DModel (photos 32 px, batch 64, ~0.85M parameters each).
-              Samples/s, tokens/s, peak memory, FLOPs per step (torch.utils.flop_counter) and MFU.
+              Samples/s, tokens/s, peak memory, FLOPs per step (torch.utils.flop_counter) and MFU. A row's
+              models are timed in one process, interleaved (6 rounds with --quick, else 10; each round the same
+              batches for every model): speeds are medians over rounds, a ratio the median of the per-round
+              ratios; the table prints their spread. Memory and FLOPs come from one process per model.
   mfu         FunnelVae at hidden 256 on longer batches (the issue's MFU goal), with the profile of its step
   scaling     time and memory per step: FunnelVae and T5 over 64..1024 tokens, PatchVae and AutoencoderKL over
               32..128 px
@@ -22,8 +27,9 @@ Sections (`--sections`, default all):
   quality     reconstruction MSE and SVM probe against pythae on digits (latent 8, same split, same epochs),
               when pythae is installed (`pip install -e ".[bench]"`); skipped with a note otherwise
 
-Each timing runs in its own process (`--job`), so peak memory is that model's alone and no model inherits
-another's allocator state.
+Each measurement runs in its own process (`--job`), so peak memory is that model's alone and no model inherits
+another's allocator state; the speed rows' interleaved timings share one process per row, on purpose (see
+job_speed_row).
 """
 
 from __future__ import annotations
@@ -52,20 +58,36 @@ SPEED_PAIRS = [
 
 
 # ------------------------------------------------------------------------------------------------- jobs
+def peak_dtypes(device_type: str, precision: str) -> list[str]:
+    """The dtypes whose kernels bound a run's MFU: fp32 always; bf16 on CUDA (as before) and wherever the run
+    trains in bf16 (autocast leaves some ops in fp32, so both count)."""
+    return ["fp32"] + (["bf16"] if device_type == "cuda" or precision == "bf16" else [])
+
+
 def job_matmul(spec: dict) -> dict:
+    """The MFU denominator's candidates: every kernel of `workloads.peak_kernels` in every dtype of the run, each
+    timed for `seconds` (best of three rounds). `flops_per_second[dtype]` is the best of them, `best_kernel[dtype]`
+    its name."""
     import torch
 
-    from benchmarks.speed import matmul_rate
+    from benchmarks import speed, workloads
 
     device = torch.device(spec["device"])
-    rates = {"fp32": matmul_rate(device, torch.float32, min_seconds=spec.get("seconds", 3.0))}
-    if device.type == "cuda":
-        rates["bf16"] = matmul_rate(device, torch.bfloat16, min_seconds=spec.get("seconds", 3.0))
-    return {"flops_per_second": rates, "threads": torch.get_num_threads()}
+    kernels = {}
+    with speed.CpuShare() as share:
+        for dtype in peak_dtypes(device.type, spec.get("precision", "fp32")):
+            kernels[dtype] = {kernel["name"]: speed.measure_kernel(kernel, device, speed.DTYPES[dtype],
+                                                                   spec.get("seconds", 2.0))
+                              for kernel in workloads.peak_kernels(device.type)}
+    best = {dtype: max(rates, key=rates.get) for dtype, rates in kernels.items()}
+    return {"flops_per_second": {dtype: kernels[dtype][name] for dtype, name in best.items()},
+            "best_kernel": best, "kernels": kernels, "threads": torch.get_num_threads(),
+            "others_cpu_share": share.others}
 
 
 def job_train_step(spec: dict) -> dict:
-    """Time training steps of one workload; count its FLOPs; measure its peak memory."""
+    """Time training steps of one workload (median of `repeats` repeats, each a whole number of cycles through its
+    batches); count its FLOPs; measure its peak memory."""
     import torch
 
     from benchmarks import workloads
@@ -92,18 +114,33 @@ def job_train_step(spec: dict) -> dict:
         if spec.get("compile"):
             # Every distinct batch shape once before the clock starts: a new text length can cost a recompilation.
             warmup = max(warmup, len(batches) + 1)
-        seconds, steps = time_steps(step, device, warmup=warmup, min_steps=spec.get("min_steps", 5),
-                                    max_steps=spec.get("max_steps", 60), min_seconds=spec.get("seconds", 8.0))
-    # FLOPs of each distinct batch (text batches differ in length), outside the timed region; the timed steps
-    # cycle through the batches, so their mean is the mean FLOPs of a timed step.
-    flops = []
-    for batch in batches:
-        model.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            flops.append(count_flops(lambda b=batch: workload.loss(model, b)))
+        shapes = [batch_shapes(batch) for batch in batches]
+        # Batches of different shapes (text) cost different times: each repeat cycles through all of them.
+        cycle = 1 if len(set(shapes)) == 1 else len(batches)
+        load_before = _load_average()
+        repeats = spec.get("repeats", 5)
+        # A repeat shared with other processes (another job on a 2-core machine) is dropped and timed again.
+        times = time_steps(step, device, warmup=warmup, repeats=repeats, min_seconds=spec.get("seconds", 8.0),
+                           min_steps=spec.get("min_steps", 1), max_steps=spec.get("max_steps", 200), cycle=cycle,
+                           max_other_share=spec.get("max_other_share", 0.1),
+                           extra_repeats=spec.get("extra_repeats", 2 * repeats))
+        load_after = _load_average()
+    # FLOPs of each distinct batch shape (text batches differ in length; FLOPs depend on shapes only), outside the
+    # timed region; the timed steps cycle through the batches, so their mean is the mean FLOPs of a timed step.
+    flops_of_shape = {}
+    for batch, shape in zip(batches, shapes):
+        if shape not in flops_of_shape:
+            model.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                flops_of_shape[shape] = count_flops(lambda b=batch: workload.loss(model, b))
+    flops = [flops_of_shape[shape] for shape in shapes]
+    seconds = times.seconds_per_step
     result = {
         "name": workload.name, "description": workload.description, "parameters": workload.num_parameters,
-        "seconds_per_step": seconds, "steps_timed": steps,
+        "seconds_per_step": seconds, "steps_timed": times.steps, "repeats": len(times.repeat_seconds),
+        "steps_per_repeat": times.steps_per_repeat, "repeat_seconds_per_step": times.repeat_seconds,
+        "spread": times.spread, "load_average": [load_before, load_after], "cpu_count": os.cpu_count(),
+        "others_cpu_share": times.others, "repeats_dropped": len(times.dropped_seconds),
         "samples_per_second": workload.samples_per_batch / seconds,
         "flops_per_step": sum(flops) / len(flops),
         "peak_memory_bytes": memory.peak_bytes, "peak_memory_reliable": memory.reliable,
@@ -117,6 +154,122 @@ def job_train_step(spec: dict) -> dict:
     if spec.get("profile"):
         result["profile"] = profile_step(step, device)
     return result
+
+
+def job_speed_row(spec: dict) -> dict:
+    """Time the training steps of one speed row's models (`models`, ours first) in one process, interleaved: each
+    round runs the same K steps (the same batches) of every model, in alternating order, so that every round's
+    models share the machine's state of that moment. Separate processes a minute apart are not comparable on a
+    shared 2-core VM: UNetAe's own step time drifted 0.27 -> 0.36 s within one minute with no other process on the
+    VM, and two --quick runs read its ratios 0.88x then 1.06x (issue 20). A round during which other processes
+    took over `max_other_share` of the CPU is dropped and run again (at most `extra_rounds` times).
+
+    Returns, per model, each kept round's samples/s (and tokens/s for text); per kept round, the CPU share of other
+    processes."""
+    import torch
+
+    from benchmarks import workloads
+    from benchmarks.speed import autocast, time_interleaved
+
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    precision = spec.get("precision", "fp32")
+    entries = []
+    for name in spec["models"]:
+        workload = workloads.build(name, spec["data"], device, **spec.get("options", {}))
+        workload.model.train()
+        optimizer = torch.optim.AdamW(workload.model.parameters(), lr=1e-4)
+        loss_fn = torch.compile(workload.loss) if spec.get("compile") else workload.loss
+        entries.append((workload, optimizer, loss_fn))
+
+    def stepper(workload, optimizer, loss_fn):
+        def step(i):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                loss = loss_fn(workload.model, workload.batches[i % len(workload.batches)])
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    warmup = spec.get("warmup", 3)
+    if spec.get("compile"):
+        warmup = max(warmup, len(entries[0][0].batches) + 1)  # every batch shape compiled before the clock starts
+    rounds = spec.get("rounds", 5)
+    batches = entries[0][0].batches
+    # Batches of different shapes (text lengths) cost different times: each round cycles through all of them.
+    cycle = 1 if len({batch_shapes(batch) for batch in batches}) == 1 else len(batches)
+    load_before = _load_average()
+    times = time_interleaved([stepper(*entry) for entry in entries], device, warmup=warmup, rounds=rounds,
+                             seconds=spec.get("seconds", 4.0), min_steps=spec.get("min_steps", 1),
+                             max_steps=spec.get("max_steps", 100), cycle=cycle, max_seconds=spec.get("max_seconds"),
+                             max_other_share=spec.get("max_other_share", 0.1),
+                             extra_rounds=spec.get("extra_rounds", rounds))
+    per_round = times.steps_per_round
+    models = []
+    for j, (workload, _, _) in enumerate(entries):
+        count = len(workload.batches)
+        batches = [[(r.first_step + k) % count for k in range(per_round)] for r in times.rounds]
+        samples = [workload.samples_per_batch * per_round / r.seconds[j] for r in times.rounds]
+        tokens = ([sum(workload.tokens_per_batch[b] for b in used) / r.seconds[j]
+                   for used, r in zip(batches, times.rounds)] if workload.tokens_per_batch else None)
+        models.append({"name": workload.name, "round_samples_per_second": samples, "round_tokens_per_second": tokens})
+    return {"models": models, "steps_per_round": per_round, "round_others": [r.others for r in times.rounds],
+            "rounds_dropped": len(times.dropped), "load_average": [load_before, _load_average()],
+            "cpu_count": os.cpu_count(), "allocator": {key: os.environ.get(key) for key in TIMING_ENV}}
+
+
+# glibc malloc settings of the interleaved timing processes: keep freed memory (no trimming; blocks up to 32 MiB
+# from the heap, not mmap) instead of returning it to the OS every step and faulting it in again the next. On a
+# 2-core VM that churn (10k-34k page faults a step) cost UNetAe up to 40% of a step, erratically, and its peers
+# less: with these settings its steps took 0.22-0.26 s instead of 0.28-0.43 s, with no faults. The same for every
+# model of a row; a user gets the same with these variables or jemalloc/tcmalloc. Memory is measured without them.
+TIMING_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30)}
+
+
+TIMING_KEYS = ("seconds_per_step", "steps_timed", "repeats", "steps_per_repeat", "repeat_seconds_per_step", "spread",
+               "load_average", "others_cpu_share", "repeats_dropped", "samples_per_second", "tokens_per_second",
+               "flops_per_second")
+
+
+def merge_row_timing(result: dict, model: dict, row: dict) -> dict:
+    """A model's speed figures: memory and FLOPs from its own process (`result`), speed from the row's interleaved
+    timing (`model` of `row`, a job_speed_row result): medians over the rounds."""
+    import statistics
+
+    if "error" in result:
+        return result
+    if "error" in row:
+        return {"error": f"interleaved timing failed: {row['error']}"}
+    merged = {key: value for key, value in result.items() if key not in TIMING_KEYS}
+    text = model["round_tokens_per_second"] is not None
+    rates = model["round_tokens_per_second"] if text else model["round_samples_per_second"]
+    rate = statistics.median(rates)
+    per_step = result["tokens_per_batch"] if text else result["samples_per_second"] * result["seconds_per_step"]
+    seconds = per_step / rate  # text: the mean batch's tokens at the median tokens/s
+    shares = [share for share in row["round_others"] if share is not None]
+    merged.update(
+        seconds_per_step=seconds, samples_per_second=statistics.median(model["round_samples_per_second"]),
+        flops_per_second=result["flops_per_step"] / seconds, round_rates=rates, interleaved=True,
+        repeats=len(rates), steps_per_repeat=row["steps_per_round"], steps_timed=len(rates) * row["steps_per_round"],
+        spread=(max(rates) - min(rates)) / rate, repeats_dropped=row["rounds_dropped"],
+        others_cpu_share=max(shares) if shares else None, load_average=row["load_average"],
+        cpu_count=row["cpu_count"], allocator=row.get("allocator"))
+    if text:
+        merged["tokens_per_second"] = rate
+    return merged
+
+
+def batch_shapes(batch: dict) -> tuple:
+    return tuple((key, tuple(value.shape)) for key, value in sorted(batch.items()) if hasattr(value, "shape"))
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (other processes sharing the CPU slow every timing), None where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def profile_step(step, device, steps: int = 3, rows: int = 15) -> str:
@@ -233,7 +386,8 @@ def job_quality(spec: dict) -> dict:
     return compare_with_pythae(epochs=spec["epochs"], device=spec["device"])
 
 
-JOBS = {"matmul": job_matmul, "train_step": job_train_step, "time_to_target": job_time_to_target,
+JOBS = {"matmul": job_matmul, "train_step": job_train_step, "speed_row": job_speed_row,
+        "time_to_target": job_time_to_target,
         "generation": job_generation, "quality": job_quality}
 
 
@@ -248,15 +402,19 @@ def run_job_here(spec_json: str) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def run_job(spec: dict, timeout: float = 1800) -> dict:
-    """Run one job in a fresh Python process; returns its result, or {"error": ...} when it failed."""
+def run_job(spec: dict, timeout: float = 1800, env: dict | None = None) -> dict:
+    """Run one job in a fresh Python process (with `env` added to the environment, unless already set there);
+    returns its result, or {"error": ...} when it failed."""
     command = [sys.executable, "-m", "benchmarks.run", "--job", json.dumps(spec)]
+    env = {**(env or {}), **os.environ}
     label = f"{spec['job']} {spec.get('model', '')} {json.dumps(spec.get('data', spec.get('options', '')))}"
     print(f"  running {label}", flush=True)
+    started = time.time()
     try:
-        completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
+    print(f"    {time.time() - started:.0f} s", flush=True)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
         tail = (completed.stderr or completed.stdout)[-2000:]
@@ -268,19 +426,30 @@ def run_job(spec: dict, timeout: float = 1800) -> dict:
 # ------------------------------------------------------------------------------------------------- sections
 def run_sections(args) -> dict:
     base = {"device": args.device, "precision": args.precision, "compile": args.compile}
-    timing = {"seconds": 3.0, "max_steps": 20} if args.quick else {"seconds": 10.0, "max_steps": 60}
+    # Median of repeats: five timed steps let two --quick runs on one machine read FunnelVae 1.24x then 1.61x
+    # (issue 20). Each repeat is a whole number of cycles through the batches.
+    timing = ({"seconds": 12.0, "repeats": 3, "max_steps": 120} if args.quick else
+              {"seconds": 40.0, "repeats": 5, "max_steps": 400})
+    # Speed rows: each model's process measures its memory and FLOPs (3 steps); the row's models are timed together,
+    # interleaved, `rounds` rounds of `seconds` per model each (job_speed_row).
+    alone = {"warmup": 2, "repeats": 1, "seconds": 0.0, "min_steps": 1, "max_other_share": None}
+    row_timing = ({"seconds": 3.0, "rounds": 6, "max_seconds": 60.0} if args.quick else
+                  {"seconds": 4.0, "rounds": 10, "max_seconds": 180.0})
     results: dict = {}
     if "matmul" in args.sections:
-        print("matmul rate", flush=True)
-        results["matmul"] = run_job({"job": "matmul", **base, "seconds": 1.5 if args.quick else 4.0})
+        print("kernel rates (the MFU denominator)", flush=True)
+        results["matmul"] = run_job({"job": "matmul", **base, "seconds": 0.6 if args.quick else 2.0})
     if "speed" in args.sections:
         print("training speed", flush=True)
         results["speed"] = []
         for ours, peers, data, has_goal in SPEED_PAIRS:
-            row = {"data": data, "goal": has_goal, "ours": run_job({"job": "train_step", "model": ours, "data": data, **base, **timing}),
-                   "peers": [run_job({"job": "train_step", "model": peer, "data": data, **base, **timing})
-                             for peer in peers]}
-            results["speed"].append(row)
+            alone_results = [run_job({"job": "train_step", "model": model, "data": data, **base, **alone})
+                             for model in [ours, *peers]]
+            row_result = run_job({"job": "speed_row", "models": [ours, *peers], "data": data, **base, **row_timing},
+                                 env=TIMING_ENV)
+            merged = [merge_row_timing(result, row_result["models"][i] if "models" in row_result else {}, row_result)
+                      for i, result in enumerate(alone_results)]
+            results["speed"].append({"data": data, "goal": has_goal, "ours": merged[0], "peers": merged[1:]})
     if "mfu" in args.sections:
         print("FunnelVae MFU at hidden 256", flush=True)
         results["mfu"] = [
@@ -294,7 +463,8 @@ def run_sections(args) -> dict:
         print("scaling", flush=True)
         lengths = (64, 256, 1024) if args.quick else (64, 128, 256, 512, 1024)
         sizes = (32, 128) if args.quick else (32, 64, 128)
-        scale_timing = {"seconds": 2.0, "max_steps": 10, "warmup": 2} if args.quick else {"seconds": 5.0, "max_steps": 30}
+        scale_timing = ({"seconds": 2.0, "repeats": 1, "min_steps": 5, "max_steps": 10, "warmup": 2} if args.quick
+                        else {"seconds": 5.0, "repeats": 3, "min_steps": 2, "max_steps": 30})
         results["scaling"] = {
             "text": {model: [{"length": length, **run_job({"job": "train_step", "model": model, **base, **scale_timing,
                                                            "data": {"kind": "long-text", "length": length,
@@ -333,12 +503,31 @@ def run_sections(args) -> dict:
     return results
 
 
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (Linux /proc/cpuinfo; a hypervisor may show only
+    "AMD EPYC", whose family 25 is Zen 3/4 and 26 Zen 5), else platform's: speed ratios move with the CPU."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
+    return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
+
+
 def machine_description(device: str) -> str:
     import torch
 
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return (f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
+    return (f"{cpu_model()} {platform.machine()} CPU, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
 
 

@@ -243,6 +243,44 @@ def unet2d(batches, noise_std=0.3, **_):
                     f"channels {list(PEER_UNET_CHANNELS)}, 1 resnet per level, no attention, timestep 0, denoising")
 
 
+# ------------------------------------------------------------------------------------------------------ peak
+KL_CHANNELS = (64, 96, 192)  # autoencoder_kl's default block_out_channels (the PatchVae row's peer)
+
+
+def peak_kernels(device_type: str, batch_size: int = 64, image_size: int = 32) -> list[dict]:
+    """The kernels whose best measured rate is the MFU denominator: square matrix multiplies of several sizes, the
+    linear layers of the transformer rows, and the 3x3 convolutions of the image rows at their channel counts and
+    resolutions (batch 64 at 32 px, as the speed section runs them; level i of a model works at 32 / 2^i px).
+    One fixed matmul alone is not a peak: on a 2-core CPU AutoencoderKL's convolutions ran faster than an fp32 2048²
+    product, and the MFU read 112.6% (issue 20)."""
+    sizes = (2048, 4096, 8192) if device_type == "cuda" else (1024, 2048, 4096)
+    kernels = [{"name": f"matmul {n}²", "op": "matmul", "m": n, "k": n, "n": n} for n in sizes]
+    tokens = batch_size * (image_size // 4) ** 2  # PatchVae's tokens: 4x4 patches of every image
+    kernels += [
+        {"name": f"linear {tokens}×256→1024 (PatchVae/FunnelVae MLP)", "op": "matmul", "m": tokens, "k": 256, "n": 1024},
+        {"name": f"linear {tokens}×256→256 (attention projections)", "op": "matmul", "m": tokens, "k": 256, "n": 256},
+        {"name": f"linear {tokens}×48→256 (PatchVae patch embedding)", "op": "matmul", "m": tokens, "k": 48, "n": 256},
+    ]
+    convs = {}  # (channels, resolution) -> the models using it
+    for model, channels in (("AutoencoderKL", KL_CHANNELS), ("UNetAe", UNET_CHANNELS),
+                            ("UNetAe's peers", PEER_UNET_CHANNELS)):
+        for level, width in enumerate(channels):
+            convs.setdefault((width, image_size >> level), []).append(model)
+    for (width, size), models in convs.items():
+        kernels.append({"name": f"conv3x3 {width}→{width} at {size}² ×{batch_size} ({', '.join(models)})",
+                        "op": "conv2d", "batch": batch_size, "in_channels": width, "out_channels": width,
+                        "size": size, "kernel": 3})
+    first = KL_CHANNELS[0]
+    kernels += [
+        {"name": f"conv3x3 3→{first} at {image_size}² ×{batch_size} (AutoencoderKL conv_in)", "op": "conv2d",
+         "batch": batch_size, "in_channels": 3, "out_channels": first, "size": image_size, "kernel": 3},
+        {"name": f"conv3x3 stride 2 {first}→{first} at {image_size}² ×{batch_size} (AutoencoderKL downsample)",
+         "op": "conv2d", "batch": batch_size, "in_channels": first, "out_channels": first, "size": image_size,
+         "kernel": 3, "stride": 2},
+    ]
+    return kernels
+
+
 BUILDERS = {
     "funnel_vae": funnel_vae,
     "t5_autoencoder": t5_autoencoder,
