@@ -289,6 +289,17 @@ def steps_per_repeat(estimate: float, min_seconds: float, repeats: int, cycle: i
     return cycle * max(1, math.ceil(wanted / cycle))
 
 
+def warm_up(step: Callable[[int], None], device: torch.device, warmup: int) -> float:
+    """Run steps 0 .. warmup-1 and return the seconds of the last one: the estimate a timing plan starts from."""
+    for i in range(warmup - 1):
+        step(i)
+    synchronize(device)
+    start = time.perf_counter()
+    step(warmup - 1)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def time_steps(step: Callable[[int], None], device: torch.device, warmup: int = 3, repeats: int = 5,
                min_seconds: float = 5.0, min_steps: int = 1, max_steps: int = 200, cycle: int = 1,
                max_other_share: float | None = None, extra_repeats: int = 0, share_meter=None) -> StepTimes:
@@ -299,13 +310,7 @@ def time_steps(step: Callable[[int], None], device: torch.device, warmup: int = 
     says so). `StepTimes.seconds_per_step` is the median of the kept repeats."""
     share_meter = share_meter or CpuShare
     warmup = max(1, warmup)
-    for i in range(warmup - 1):
-        step(i)
-    synchronize(device)
-    start = time.perf_counter()
-    step(warmup - 1)
-    synchronize(device)
-    estimate = time.perf_counter() - start
+    estimate = warm_up(step, device, warmup)
     per_repeat = steps_per_repeat(estimate, min_seconds, repeats, cycle, min_steps, max_steps)
     index, kept, kept_others, dropped, dropped_others = warmup, [], [], [], []
     while len(kept) < repeats and len(kept) + len(dropped) < repeats + extra_repeats:
@@ -355,15 +360,7 @@ def time_interleaved(steps: list[Callable[[int], None]], device: torch.device, w
     are kept."""
     share_meter = share_meter or CpuShare
     warmup = max(1, warmup)
-    estimates = []
-    for step in steps:
-        for i in range(warmup - 1):
-            step(i)
-        synchronize(device)
-        start = time.perf_counter()
-        step(warmup - 1)
-        synchronize(device)
-        estimates.append(time.perf_counter() - start)
+    estimates = [warm_up(step, device, warmup) for step in steps]
     per_round = steps_per_repeat(sum(estimates) / len(estimates), seconds, 1, cycle=cycle, min_steps=min_steps,
                                  max_steps=max_steps)
     if max_seconds is not None:
