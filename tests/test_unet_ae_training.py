@@ -146,7 +146,7 @@ def test_trained_unet_ae_round_trips_through_the_hub(tmp_path, hub_endpoint):
 
 def test_input_noise_levels_and_clipping():
     from hf_ae.training.arguments import TrainArguments
-    from hf_ae.training.trainer import add_input_noise
+    from hf_ae.training.data_kinds import add_input_noise
 
     clean = torch.full((64, 1, 8, 8), 0.5)
     fixed = add_input_noise(clean, TrainArguments(input_noise_std=0.3, input_noise_clip=False),

@@ -25,7 +25,6 @@ from .arguments import DataArguments, ModelArguments, TrainArguments, parse_conf
 from .artifacts import save_trained_model
 from .checkpoints import TRAINING_STATE_NAME, find_checkpoint, prune_checkpoints, validate_checkpoint
 from .data_kinds import (
-    add_input_noise,  # noqa: F401 (moved to data_kinds; tests/test_unet_ae_training.py imports it from here)
     check_arguments,
     probe_metrics,
     training_data_for,
