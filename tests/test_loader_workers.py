@@ -4,28 +4,13 @@ the workers do not change what is trained on, and a resumed run draws the same c
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from image_files import TINY_FUNNEL_VAE, TINY_PATCH_VAE, make_photo_folder
 from safetensors.torch import load_file
 
 from hf_ae.data import load_dataset_for_training
 from hf_ae.training import parse_args, train
-
-TINY_PATCH_VAE = "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32,patch_size=4"
-TINY_FUNNEL_VAE = ("hidden_size=16,intermediate_size=32,num_attention_heads=2,decoder_num_attention_heads=2,"
-                   "block_sizes=[1,1],decoder_num_layers=1,latent_dim=4,num_latent_tokens=4")
-
-
-def make_photo_folder(root, count=24):
-    """root/{a,b}/i.png: 20x12 RGB images (not square: --resolution crops them)."""
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        (root / label).mkdir(parents=True)
-        for i in range(count // 2):
-            Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
-    return root
 
 
 def image_args(folder, output_dir, *extra):

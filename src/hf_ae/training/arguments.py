@@ -85,6 +85,15 @@ class DataArguments:
     label_column: str | None = field(default=None, metadata={"help": "Label column of a non-embedded data set."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read a Hub data set or local files as a stream (datasets' IterableDataset), for data larger "
+                  "than memory or disk: shuffled in a buffer, split across the processes, decoded or tokenized as "
+                  "read. Needs --max_steps; the test rows are the first --max_eval_samples (default 1000)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000, metadata={"help": "With --streaming: rows held in the shuffle buffer."}
+    )
     dataloader_num_workers: int = field(
         default=0,
         metadata={"help": "DataLoader worker processes per training process: they decode, transform and tokenize "
@@ -99,6 +108,8 @@ class DataArguments:
         if self.resolution is not None and self.image_size is not None:
             raise ValueError(f"--image_size {self.image_size} (resize to S x S) and --resolution {self.resolution} "
                              "(resize the shorter side, then crop) both given; choose one")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}")
         if self.dataloader_num_workers < 0:
             raise ValueError(f"dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
 

@@ -6,19 +6,30 @@ builds the train and eval `DataLoader`s (collation, batch sampler, workers), tur
 (the input noise of a denoiser, the token deletion of a text autoencoder), evaluates, runs the end-of-training SVM
 probe, and saves what it adds to the model folder (tokenizer, samples).
 
-What is to come lives here too, not in the loop: on-the-fly image transforms and streaming `IterableDataset`s
-split across nodes are built by `dataloaders` (a streaming loader has no length: the loop then needs
---max_steps), a kind whose data changes per epoch gets it through `set_epoch`, and `loader_options` is where
-`pin_memory` and persistent workers go on a GPU.
+Streams live here too, not in the loop: with --streaming the train split is a `datasets.IterableDataset`, and
+`prepare_loaders` builds its loader from this process's shuffled share of the stream (training/streams.py), left
+unprepared by Accelerate; it has no length, so the loop needs --max_steps, and `start_position` restores a
+resumed run's place in it. A kind whose data changes per epoch gets it through `set_epoch`, and
+`loader_options` is where `pin_memory` and persistent workers go on a GPU.
 """
 
 import math
 
+import datasets as hf_datasets
 import torch
+from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from ..data import AugmentedImages, collate_readable, dataset_modality, image_transform_of
+from ..data import (
+    AugmentedImages,
+    ImageTransform,
+    collate_readable,
+    dataset_modality,
+    image_transform_of,
+    is_streaming,
+)
+from ..data.images import on_the_fly_view
 from ..evaluation.likelihood import evaluate_code_likelihood
 from ..evaluation.probe import run_probe
 from ..evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
@@ -34,17 +45,29 @@ from .prior import (
     prior_autoencoder_name,
     prior_data_shape,
 )
+from .streams import StreamedImages, StreamedTexts, check_resume, stream_for_process
 from .tokenization import build_tokenizer
 
 # The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
 # grows quadratically with the rows; scripts/probe_svm.py runs it on any size).
 PROBE_MAX_TRAIN_ROWS = 20_000
+# With --streaming: the first rows of the shuffled stream that the probe trains its SVM on, and that a BPE
+# tokenizer is trained on (a stream has no end to read up to).
+STREAM_PROBE_ROWS = 5_000
+STREAM_TOKENIZER_ROWS = 100_000
 
 
-def check_arguments(model_args: ModelArguments, train_args: TrainArguments) -> None:
-    """The checks that need no data, run before anything is loaded or written: a patch prior's autoencoder, and
-    the prior's options given to another model."""
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> None:
+    """The checks that need no data, run before anything is loaded or written: a patch prior's autoencoder, the
+    prior's options given to another model, and what a stream needs."""
     prior_autoencoder_name(model_args, train_args)
+    if data_args.streaming:
+        if train_args.max_steps <= 0:
+            raise ValueError("--streaming reads a stream of unknown length, so --num_train_epochs cannot say how "
+                             "many steps to train: pass --max_steps N")
+        if model_args.model == PRIOR_MODEL:
+            raise ValueError("--model patch_prior learns the codes of images encoded once before training; it does "
+                             "not train on a stream (drop --streaming)")
 
 
 def model_takes_text(model_name: str) -> bool:
@@ -136,7 +159,10 @@ class TrainingData:
         train_set, eval_set: what the loaders read (map-style data sets of tensors, or of token lists to collate).
         collate_fn: the loaders' collation (None: torch's default).
         tokenizer: saved with a text model; None for the other kinds.
-        num_train_samples, num_eval_samples (`int`): the sizes in the start-up line and all_results.json.
+        streaming (`bool`): the train split is a stream (`datasets.IterableDataset`); its loader is built from
+            this process's share of it by `streamed_train_set`.
+        num_train_samples (`int` or None), num_eval_samples (`int`): the sizes in the start-up line and
+            all_results.json; None for a stream, whose length is unknown.
     """
 
     collate_fn = None
@@ -145,7 +171,9 @@ class TrainingData:
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments, datasets):
         self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
         self.datasets = datasets
-        self.num_train_samples, self.num_eval_samples = len(datasets["train"]), len(datasets["test"])
+        self.streaming = is_streaming(datasets["train"])
+        self.num_train_samples = None if self.streaming else len(datasets["train"])
+        self.num_eval_samples = len(datasets["test"])
         self.check_arguments()
 
     def check_arguments(self) -> None:
@@ -159,7 +187,8 @@ class TrainingData:
         across epochs (a kind whose data changes per epoch shares the epoch with them, see AugmentedImages), and
         pinned memory where batches go to a GPU."""
         workers = self.data_args.dataloader_num_workers
-        return {"num_workers": workers, "persistent_workers": workers > 0,
+        # A stream's workers start anew each pass: they take the stream's epoch (its shuffle) when they start.
+        return {"num_workers": workers, "persistent_workers": workers > 0 and not self.streaming,
                 "pin_memory": torch.cuda.is_available() and not self.train_args.cpu}
 
     def train_batching(self) -> dict:
@@ -171,13 +200,73 @@ class TrainingData:
         """The (train, eval) loaders, not yet prepared by Accelerate."""
         train_loader = DataLoader(self.train_set, **self.train_batching(), collate_fn=self.collate_fn,
                                   **self.loader_options())
-        eval_loader = DataLoader(self.eval_set, batch_size=self.train_args.per_device_eval_batch_size,
-                                 collate_fn=self.collate_fn)
-        return train_loader, eval_loader
+        return train_loader, self.eval_dataloader()
+
+    def eval_dataloader(self) -> DataLoader:
+        return DataLoader(self.eval_set, batch_size=self.train_args.per_device_eval_batch_size,
+                          collate_fn=self.collate_fn)
+
+    def streamed_train_set(self, stream) -> tuple[torch.utils.data.IterableDataset, dict]:
+        """This process's share of the train stream -> (torch IterableDataset, batching keywords of its loader)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train on a stream")
+
+    def prepare_loaders(self, accelerator) -> tuple:
+        """The (train, eval) loaders prepared by Accelerate; a stream's train loader reads this process's shuffled
+        share of the stream and stays unprepared (Accelerate would read the stream on the main process only)."""
+        if not self.streaming:
+            return accelerator.prepare(*self.dataloaders())
+        stream = stream_for_process(self.datasets["train"], self.train_args.seed, self.data_args.shuffle_buffer_size,
+                                    accelerator.process_index, accelerator.num_processes)
+        self.train_set, batching = self.streamed_train_set(stream)
+        train_loader = DataLoader(self.train_set, **batching, collate_fn=self.collate_fn, **self.loader_options())
+        return train_loader, accelerator.prepare(self.eval_dataloader())
+
+    def steps_per_epoch(self, train_loader) -> int | None:
+        """Optimizer steps in a pass over the training data; None for a stream (its length is unknown)."""
+        if self.streaming:
+            return None
+        return max(1, math.ceil(len(train_loader) / self.train_args.gradient_accumulation_steps))
+
+    def start_position(self, state: dict | None, steps_per_epoch: int | None, accelerator) -> tuple[int, int]:
+        """Where a run starts: (epoch, micro-batches of it already trained on), from a checkpoint's training state
+        (None for a fresh run). A map-style epoch is steps_per_epoch optimizer steps (Accelerate also steps at the
+        end of each epoch, whatever the remainder of its micro-batches); a stream stores each process's place."""
+        if state is None:
+            return 0, 0
+        if self.streaming:
+            positions = check_resume(state, accelerator.num_processes, self.data_args.dataloader_num_workers)
+            epoch, batches = positions[accelerator.process_index]
+            return epoch, batches
+        if state.get("streaming"):
+            raise ValueError("this checkpoint was written by a --streaming run: its place in the data is a position in "
+                             "the stream; resume it with --streaming")
+        epoch, steps_into_epoch = divmod(state["global_step"], steps_per_epoch)
+        return epoch, steps_into_epoch * self.train_args.gradient_accumulation_steps
+
+    def epoch_batches(self, train_loader, accelerator, epoch: int, skip: int):
+        """The training batches of one epoch (one pass over a stream) on the run's device, after the first `skip`
+        (those a resumed run had trained on)."""
+        self.set_epoch(epoch)
+        if not self.streaming:
+            train_loader.set_epoch(epoch)
+            return accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        return self._streamed_batches(train_loader, accelerator, epoch, skip)
+
+    @staticmethod
+    def _streamed_batches(train_loader, accelerator, epoch: int, skip: int):
+        # A stream cannot seek: a resumed run reads and drops the batches it had trained on.
+        read = 0
+        for read, batch in enumerate(train_loader, start=1):
+            if read > skip:
+                yield send_to_device(batch, accelerator.device)
+        if read == 0:
+            raise ValueError(f"process {accelerator.process_index} of {accelerator.num_processes} read no training "
+                             f"rows from the stream in pass {epoch}: the stream is empty or has fewer rows (or shards) "
+                             "than there are processes")
 
     def set_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (Accelerate gives the samplers theirs); a training set that draws per
-        epoch (random crops and flips) gets it too."""
+        epoch (random crops and flips, a stream's shuffle) gets it too."""
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
 
@@ -191,12 +280,29 @@ class TrainingData:
 
     def probe(self, model) -> dict | None:
         """The SVM probe's accuracies when --probe is on and the data has labels and at most PROBE_MAX_TRAIN_ROWS
-        training rows, else None. Runs on the unwrapped model, in one process."""
+        training rows (a stream: on its first STREAM_PROBE_ROWS rows in the shuffled order), else None. Runs on
+        the unwrapped model, in one process."""
         if not self.train_args.probe or any("label" not in self.datasets[s].column_names for s in ("train", "test")):
             return None
+        if self.streaming:
+            return run_probe(model, self.probe_datasets(), self.tokenizer)
         if len(self.datasets["train"]) > PROBE_MAX_TRAIN_ROWS:
             return None
         return run_probe(model, self.datasets, self.tokenizer)
+
+    def probe_datasets(self) -> hf_datasets.DatasetDict:
+        """A stream's first STREAM_PROBE_ROWS rows (shuffled with the run's seed) in memory, read like the test
+        split; and the test split."""
+        stream = self.datasets["train"].shuffle(seed=self.train_args.seed, buffer_size=self.data_args.shuffle_buffer_size)
+        test = self.datasets["test"]
+        rows = list(stream.take(STREAM_PROBE_ROWS))
+        on_the_fly = image_transform_of(test)
+        if on_the_fly is None:
+            return hf_datasets.DatasetDict({"train": hf_datasets.Dataset.from_list(rows), "test": test})
+        column, transform = on_the_fly
+        features = test.with_format(None).features
+        train = hf_datasets.Dataset.from_list([{k: row[k] for k in features} for row in rows], features=features)
+        return hf_datasets.DatasetDict({"train": on_the_fly_view(train, column, transform), "test": test})
 
     def save_with_model(self, model, folder) -> dict:
         """Write what this kind adds to the model's folder (tokenizer, samples) -> the model card's `images` and
@@ -209,14 +315,16 @@ class ImageData(TrainingData):
 
     def __init__(self, model_args, data_args, train_args, datasets):
         super().__init__(model_args, data_args, train_args, datasets)
-        self.train_set, self.eval_set = pixel_values_only(datasets["train"]), pixel_values_only(datasets["test"])
+        self.eval_set = pixel_values_only(datasets["test"])
+        # a stream's train set is built per process by streamed_train_set
+        self.train_set = None if self.streaming else pixel_values_only(datasets["train"])
         first = self.eval_set[0]["pixel_values"]  # (C, H, W)
         if first.shape[1] != first.shape[2]:
             raise ValueError(f"{model_args.model} needs square images, the data set has {first.shape[1]}x{first.shape[2]}")
         self.data_shape = {"num_channels": int(first.shape[0]), "image_size": int(first.shape[1])}
         if model_takes_text(model_args.model):
             self.data_shape["modality"] = "image"
-        if data_args.random_crop or data_args.random_flip or data_args.skip_unreadable_images:
+        if not self.streaming and (data_args.random_crop or data_args.random_flip or data_args.skip_unreadable_images):
             # Decoded, cropped and flipped per sample in the loader workers, with draws from (seed, epoch, row).
             self.train_set = AugmentedImages(
                 datasets["train"], crop="random" if data_args.random_crop else "center", flip=data_args.random_flip,
@@ -232,6 +340,17 @@ class ImageData(TrainingData):
                              "holds image")
         if self.train_args.input_token_deletion > 0:
             raise ValueError(f"--input_token_deletion deletes tokens of texts; {dataset!r} holds image")
+
+    def streamed_train_set(self, stream):
+        """Images decoded, resized and cropped (randomly with --random_crop) and flipped per row as they stream by,
+        with the test split's transform; batches of --per_device_train_batch_size."""
+        column, transform = image_transform_of(self.datasets["test"])
+        transform = ImageTransform(transform.mode, transform.image_size, transform.resolution,
+                                   "random" if self.data_args.random_crop else "center", self.data_args.random_flip,
+                                   transform.expected_size)
+        images = StreamedImages(stream, column, transform, self.train_args.seed,
+                                skip_unreadable=self.data_args.skip_unreadable_images)
+        return images, {"batch_size": self.train_args.per_device_train_batch_size}
 
     def model_inputs(self, batch, generator):
         clean = batch["pixel_values"]  # (B, C, H, W)
@@ -254,7 +373,11 @@ class TextData(TrainingData):
 
     def __init__(self, model_args, data_args, train_args, datasets):
         super().__init__(model_args, data_args, train_args, datasets)
-        self.tokenizer = load_or_build_tokenizer(model_args, datasets["train"]["text"])
+        if self.streaming:  # a BPE tokenizer learns from the stream's first rows
+            texts = (row["text"] for row in datasets["train"].take(STREAM_TOKENIZER_ROWS))
+        else:
+            texts = datasets["train"]["text"]
+        self.tokenizer = load_or_build_tokenizer(model_args, texts)
         self.collate_fn = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
         self.data_shape = {
             "modality": "text",
@@ -274,10 +397,19 @@ class TextData(TrainingData):
 
     def bind_model(self, model) -> None:
         """Tokenize both splits; a text longer than the model's max_sequence_length is an error."""
-        max_sequence_length = model.config.max_sequence_length
-        self.train_set, self.train_lengths = tokenize_texts(self.datasets["train"], self.tokenizer,
-                                                            max_sequence_length, "train")
-        self.eval_set, _ = tokenize_texts(self.datasets["test"], self.tokenizer, max_sequence_length, "test")
+        self.max_sequence_length = model.config.max_sequence_length
+        if not self.streaming:  # a stream is tokenized as it is read (streamed_train_set)
+            self.train_set, self.train_lengths = tokenize_texts(self.datasets["train"], self.tokenizer,
+                                                                self.max_sequence_length, "train")
+        self.eval_set, _ = tokenize_texts(self.datasets["test"], self.tokenizer, self.max_sequence_length, "test")
+
+    def streamed_train_set(self, stream):
+        """Texts tokenized in chunks as they stream by, in whole batches (grouped by length with --group_by_length),
+        which the loader passes to the padding collator one at a time."""
+        texts = StreamedTexts(stream, self.tokenizer, self.max_sequence_length,
+                              self.train_args.per_device_train_batch_size, self.train_args.group_by_length,
+                              self.train_args.seed)
+        return texts, {"batch_size": None}
 
     def train_batching(self) -> dict:
         if not self.train_args.group_by_length:

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -127,6 +133,7 @@ def load_datasets(data_args: DataArguments, accelerator: Accelerator):
             label_column=data_args.label_column,
             max_train_samples=data_args.max_train_samples,
             max_eval_samples=data_args.max_eval_samples,
+            streaming=data_args.streaming,
         )
 
 
@@ -148,25 +155,30 @@ def optimizer_and_scheduler(model, train_args: TrainArguments, max_steps: int, n
     return optimizer, scheduler
 
 
-def load_checkpoint(accelerator: Accelerator, resume_path: Path | None) -> int:
-    """Accelerate's state (model, optimizer, scheduler, RNGs, samplers) from `resume_path` -> the optimizer step it
-    was saved at; 0 for a fresh run (None)."""
+def load_checkpoint(accelerator: Accelerator, resume_path: Path | None) -> dict | None:
+    """Accelerate's state (model, optimizer, scheduler, RNGs, samplers) from `resume_path` -> the training state
+    written beside it (the optimizer step, and where each process was in the data); None for a fresh run."""
     if resume_path is None:
-        return 0
+        return None
     try:
         accelerator.load_state(str(resume_path))
     except Exception as error:  # a checkpoint whose files are unreadable
         raise ValueError(f"could not load checkpoint {resume_path}: {error}") from error
-    return json.loads((resume_path / TRAINING_STATE_NAME).read_text())["global_step"]
+    return json.loads((resume_path / TRAINING_STATE_NAME).read_text())
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, global_step: int, epoch: int, total_limit: int) -> None:
-    """Accelerate's state in checkpoints/step_N with the step and epoch it was taken at; the oldest checkpoints
-    beyond --save_total_limit are removed."""
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, global_step: int, epoch: int, epoch_batches: int,
+                    streaming: bool, num_workers: int, total_limit: int) -> None:
+    """Accelerate's state in checkpoints/step_N with the step and epoch it was taken at and every process's place
+    in the data ([epoch, micro-batches read in it]: a stream's only position); the oldest checkpoints beyond
+    --save_total_limit are removed. A collective call: every process makes it."""
     checkpoint = output_dir / "checkpoints" / f"step_{global_step}"
     accelerator.save_state(str(checkpoint))
+    positions = gather_object([[epoch, epoch_batches]])  # one [epoch, batches] per process, in rank order
     if accelerator.is_main_process:
-        (checkpoint / TRAINING_STATE_NAME).write_text(json.dumps({"global_step": global_step, "epoch": epoch}))
+        state = {"global_step": global_step, "epoch": epoch, "streaming": streaming, "stream_positions": positions,
+                 "num_processes": accelerator.num_processes, "dataloader_num_workers": num_workers}
+        (checkpoint / TRAINING_STATE_NAME).write_text(json.dumps(state))
         prune_checkpoints(output_dir / "checkpoints", total_limit)
     accelerator.wait_for_everyone()
 
@@ -215,7 +227,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
 
     # 1. Check the arguments and the checkpoint to resume from before anything is loaded, created or written.
-    check_arguments(model_args, train_args)
+    check_arguments(model_args, data_args, train_args)
     resume_path = checkpoint_to_resume(train_args, output_dir)
     accelerator = make_accelerator(train_args, output_dir)
     set_seed(train_args.seed)
@@ -226,22 +238,22 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     # 3. Model, loaders, optimiser, schedule.
     model = build_model(model_args, data.data_shape)
     data.bind_model(model)
-    # Prepared first, so that len(train_loader) is this process's number of batches per epoch.
-    train_loader, eval_loader = accelerator.prepare(*data.dataloaders())
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / train_args.gradient_accumulation_steps))
-    # (a streaming kind's loader will have no length: it will need --max_steps)
-    epochs_steps = math.ceil(train_args.num_train_epochs * steps_per_epoch)
-    max_steps = train_args.max_steps if train_args.max_steps > 0 else epochs_steps
+    # Prepared first, so that len(train_loader) is this process's number of batches per epoch (a stream's loader
+    # has no length: check_arguments made sure --max_steps is given).
+    train_loader, eval_loader = data.prepare_loaders(accelerator)
+    steps_per_epoch = data.steps_per_epoch(train_loader)
+    if train_args.max_steps > 0:
+        max_steps = train_args.max_steps
+    else:
+        max_steps = math.ceil(train_args.num_train_epochs * steps_per_epoch)
     optimizer, scheduler = optimizer_and_scheduler(model, train_args, max_steps, accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
-    # 4. Resume.
-    global_step = load_checkpoint(accelerator, resume_path)
-    # Accelerate also steps at the end of each epoch, so an epoch is steps_per_epoch optimizer steps whatever the
-    # remainder of its micro-batches; a step of the epoch in progress is `accumulation` micro-batches.
-    start_epoch, steps_into_epoch = divmod(global_step, steps_per_epoch)
-    skip_batches = steps_into_epoch * train_args.gradient_accumulation_steps
+    # 4. Resume: the step, and where in the data it was (the epoch and its micro-batches already trained on).
+    state = load_checkpoint(accelerator, resume_path)
+    global_step = state["global_step"] if state else 0
+    start_epoch, skip_batches = data.start_position(state, steps_per_epoch, accelerator)
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +262,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         scalars = {k: v for k, v in arguments.items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("hf_ae", config=scalars)
     accelerator.print(
-        f"training {model_args.model} on {data_args.dataset}: {data.num_train_samples} train / "
+        f"training {model_args.model} on {data_args.dataset}: {data.num_train_samples or 'a stream of'} train / "
         f"{data.num_eval_samples} test samples, {sum(p.numel() for p in unwrapped.parameters()):,} parameters, "
         f"{max_steps} steps, {accelerator.num_processes} process(es) on {accelerator.device}"
         + (f", resuming at step {global_step}" if global_step else "")
@@ -263,13 +275,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     model.train()
     epoch = start_epoch
     micro_batch = 0  # within the current optimizer step
+    rows_read = 0  # training rows this process read (a stream's count of what it trained on)
     while global_step < max_steps:
-        train_loader.set_epoch(epoch)
-        data.set_epoch(epoch)
-        epoch_loader = train_loader
-        if epoch == start_epoch and skip_batches:
-            epoch_loader = accelerator.skip_first_batches(train_loader, skip_batches)
-        for batch in epoch_loader:
+        epoch_batches = skip_batches if epoch == start_epoch else 0  # micro-batches of this epoch read so far
+        for batch in data.epoch_batches(train_loader, accelerator, epoch, epoch_batches):
+            epoch_batches += 1
             with accelerator.accumulate(model):
                 generator = _step_generator(train_args.seed, global_step, micro_batch, accelerator.process_index,
                                             accelerator.device)
@@ -282,6 +292,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 scheduler.step()
                 optimizer.zero_grad()
             log.add(outputs)
+            rows_read += len(next(iter(inputs.values())))
             if not accelerator.sync_gradients:
                 micro_batch += 1
                 continue
@@ -297,7 +308,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 log.record_eval(global_step, metrics)
                 progress.write(f"step {global_step}: " + ", ".join(f"eval {k} {v:.4g}" for k, v in metrics.items()))
             if train_args.checkpointing_steps and global_step % train_args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, epoch, train_args.save_total_limit)
+                save_checkpoint(accelerator, output_dir, global_step, epoch, epoch_batches, data.streaming,
+                                data_args.dataloader_num_workers, train_args.save_total_limit)
             if global_step >= max_steps:
                 break
         epoch += 1
@@ -310,11 +322,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     results = {
         **{f"eval_{k}": v for k, v in metrics.items()},
         "global_step": global_step,
-        "epochs": global_step / steps_per_epoch,
+        # a stream's epochs are unknown (its length is): the card says "streamed"
+        "epochs": global_step / steps_per_epoch if steps_per_epoch else None,
         "train_runtime_seconds": train_seconds,
         "num_processes": accelerator.num_processes,
         "distributed_type": str(accelerator.distributed_type),
-        "train_samples": data.num_train_samples,
+        # a stream's rows read in training by all processes (since the start or resumption)
+        "train_samples": data.num_train_samples
+        if data.num_train_samples is not None
+        else int(accelerator.reduce(torch.tensor(rows_read, device=accelerator.device), reduction="sum")),
         "eval_samples": data.num_eval_samples,
     }
     accelerator.print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
