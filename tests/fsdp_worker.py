@@ -360,6 +360,7 @@ def run_model(name: str, spec, environments: dict, work_dir: Path) -> dict | Non
     losses = train_steps(model, optimizer, batch_fn, range(CHECKPOINT_STEP))
     for kind, environment in environments.items():
         save_checkpoint(model, optimizer, environment, work_dir / f"{name}-{kind}")
+    report["checkpoint_dirs"] = {kind: str(work_dir / f"{name}-{kind}") for kind in environments}
     losses += train_steps(model, optimizer, batch_fn, range(CHECKPOINT_STEP, STEPS))
     report["fsdp_losses"] = per_rank(losses)
     final_state = local_state(model)

@@ -10,8 +10,16 @@ from safetensors import safe_open
 # Written by the training loop next to Accelerate's files, after save_state returned: a checkpoint without it
 # was interrupted while being written.
 TRAINING_STATE_NAME = "training_state.json"
-# What accelerator.save_state writes for one model, one optimiser and one scheduler.
-REQUIRED_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", TRAINING_STATE_NAME)
+# What accelerator.save_state writes for one model, one optimiser and one scheduler, by engine (Accelerate's names:
+# SAFE_MODEL_NAME, FSDP_MODEL_NAME, OPTIMIZER_NAME, SCHEDULER_NAME; a sharded FSDP checkpoint is a
+# torch.distributed.checkpoint folder per model and per optimiser, a DeepSpeed one a folder holding both).
+MODEL_STATES = {
+    "model.safetensors": "one process's whole model (no engine, DDP)",
+    "pytorch_model_fsdp.bin": "FSDP, FULL_STATE_DICT",
+    "pytorch_model_fsdp_0": "FSDP, SHARDED_STATE_DICT (a folder)",
+    "pytorch_model": "DeepSpeed (a folder with the optimizer state)",
+}
+OPTIMIZER_STATES = ("optimizer.bin", "optimizer_0")
 _STEP_PATTERN = re.compile(r"^step_(\d+)$")
 
 
@@ -40,8 +48,15 @@ def find_checkpoint(spec: str, output_dir: Path) -> Path:
 
 
 def validate_checkpoint(path: Path) -> None:
-    """Raise a ValueError naming what is missing or unreadable; reads headers only, writes nothing."""
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    """Raise a ValueError naming what is missing or unreadable; reads headers only, writes nothing. The model's and
+    optimiser's state may be in any engine's layout (MODEL_STATES); only safetensors weights are opened here, the
+    engines' own formats are read by `accelerator.load_state`."""
+    missing = [name for name in ("scheduler.bin", TRAINING_STATE_NAME) if not (path / name).is_file()]
+    model_state = next((name for name in MODEL_STATES if (path / name).exists()), None)
+    if model_state is None:
+        missing.append("the model's state: one of " + ", ".join(f"{name} ({what})" for name, what in MODEL_STATES.items()))
+    elif model_state != "pytorch_model" and not any((path / name).exists() for name in OPTIMIZER_STATES):
+        missing.append(f"the optimizer's state: one of {list(OPTIMIZER_STATES)}")
     if missing:
         raise ValueError(f"checkpoint {path} is incomplete or corrupt: missing {missing}")
     try:
@@ -50,6 +65,8 @@ def validate_checkpoint(path: Path) -> None:
             raise ValueError("global_step is not a non-negative integer")
     except ValueError as error:
         raise ValueError(f"checkpoint {path} is corrupt: {TRAINING_STATE_NAME} is unreadable ({error})") from error
+    if model_state != "model.safetensors":
+        return
     try:
         with safe_open(str(path / "model.safetensors"), framework="pt") as weights:
             weights.keys()

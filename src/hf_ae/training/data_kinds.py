@@ -182,6 +182,10 @@ class TrainingData:
     def bind_model(self, model) -> None:
         """What this kind does once the model is built (before its loaders are), for data that depends on it."""
 
+    def attach(self, model) -> None:
+        """Give a copy of the trained model (the whole model gathered from FSDP shards) what the kind gave the
+        model it trained and that is not in its weights."""
+
     def loader_options(self) -> dict:
         """Keyword arguments of the training DataLoader that every kind shares: its worker processes, kept alive
         across epochs (a kind whose data changes per epoch shares the epoch with them, see AugmentedImages), and
@@ -466,9 +470,12 @@ class PriorCodeData(ImageData):
                              "--input_noise_std")
 
     def bind_model(self, model) -> None:
-        model.set_autoencoder(self.autoencoder)  # decodes the samples saved with the model; not part of its weights
+        self.attach(model)
         check_class_labels(model, self.train_set, self.eval_set, self.data_args.dataset)
         self.conditional = model.config.num_classes > 0
+
+    def attach(self, model) -> None:
+        model.set_autoencoder(self.autoencoder)  # decodes the samples saved with the model; not part of its weights
 
     def model_inputs(self, batch, generator):
         """(B, N) codes, and the (B,) class labels of a conditional prior."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from accelerate.utils import (
     DataLoaderConfiguration,
     ProjectConfiguration,
@@ -155,6 +155,37 @@ def optimizer_and_scheduler(model, train_args: TrainArguments, max_steps: int, n
     return optimizer, scheduler
 
 
+def configure_engine(accelerator: Accelerator, train_args: TrainArguments) -> None:
+    """What an engine needs before the model is prepared. DeepSpeed takes its per-device batch size from the loaders
+    prepared in the same `prepare` call as the model; here the loaders are prepared apart (a stream's not at all), so
+    a config that leaves `train_micro_batch_size_per_gpu` to "auto" (configs/accelerate/deepspeed_zero2.yaml) gets
+    --per_device_train_batch_size, as Accelerate's error message advises."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.is_auto("train_micro_batch_size_per_gpu"):
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train_args.per_device_train_batch_size
+
+
+# Engines whose processes may each hold only a shard of the parameters (FSDP; DeepSpeed ZeRO-3).
+SHARDING_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def whole_model(accelerator: Accelerator, model, unwrapped, data):
+    """The model that the probe, the sample images and `save_pretrained` use, in eval mode: the unwrapped one; under
+    FSDP or DeepSpeed, whose processes may hold only shards of it, a whole copy on the main process built from
+    `accelerator.get_state_dict` (a collective call: every process makes it; the others get None). Saving the
+    sharded model itself would write torch's FSDP wrapper code in place of the model's."""
+    unwrapped.eval()
+    if accelerator.distributed_type not in SHARDING_ENGINES:
+        return unwrapped
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    whole = type(unwrapped)(unwrapped.config)
+    whole.load_state_dict(state_dict)
+    data.attach(whole)
+    return whole.eval()
+
+
 def load_checkpoint(accelerator: Accelerator, resume_path: Path | None) -> dict | None:
     """Accelerate's state (model, optimizer, scheduler, RNGs, samplers) from `resume_path` -> the training state
     written beside it (the optimizer step, and where each process was in the data); None for a fresh run."""
@@ -247,6 +278,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     else:
         max_steps = math.ceil(train_args.num_train_epochs * steps_per_epoch)
     optimizer, scheduler = optimizer_and_scheduler(model, train_args, max_steps, accelerator.num_processes)
+    configure_engine(accelerator, train_args)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
@@ -336,8 +368,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     accelerator.print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     # Inference from here on (a training-mode forward would change the model: a vq codebook's EMA update). The SVM
     # probe encodes both splits in one process; its accuracies join the metrics the card and results show.
-    unwrapped.eval()
-    probe = data.probe(unwrapped) if accelerator.is_main_process else None
+    final = whole_model(accelerator, model, unwrapped, data)  # None on the other processes under FSDP/DeepSpeed
+    probe = data.probe(final) if accelerator.is_main_process else None
     if probe is not None:
         figures = probe_metrics(probe)
         metrics = {**metrics, **figures}
@@ -346,7 +378,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
 
     # 7. Save and push (the main process writes; the others wait).
     if accelerator.is_main_process:
-        save_trained_model(unwrapped, output_dir, data=data, metrics=metrics, probe=probe, model_args=model_args,
+        save_trained_model(final, output_dir, data=data, metrics=metrics, probe=probe, model_args=model_args,
                            data_args=data_args, train_args=train_args, results=results, log_history=log.history)
         if train_args.push_to_hub:
             url = push_to_hub(output_dir, train_args.hub_model_id, token=train_args.hub_token,
@@ -356,7 +388,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     # Drop the DDP wrapper (its reducer holds the process group) while every rank is still here, then destroy the
     # group (end_training). Left to the function's exit, the gloo group was torn down when the reducer was freed,
     # after the other rank had gone, and its destructor sometimes hung joining its threads (seen in a 2-process test).
-    del model, optimizer, scheduler, train_loader, eval_loader
+    del model, final, optimizer, scheduler, train_loader, eval_loader
     accelerator.free_memory()
     accelerator.end_training()
     return results

@@ -496,6 +496,12 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         self.critic = FunnelVaeCritic(config) if config.critic_weight > 0 else None
         self.post_init()
 
+    def get_input_embeddings(self):
+        """The token embedding of a text model; None for images, which enter through a patch projection. Asked by
+        transformers' embedding helpers and by Accelerate's FSDP2 preparation (the default raises
+        NotImplementedError on the image model, which made `accelerator.prepare` fail under FSDP)."""
+        return self.embed_tokens if self.config.modality == "text" else None
+
     # ------------------------------------------------------------------------------------------ checks
     def _check_text(self, input_ids, attention_mask, name="input_ids"):
         config = self.config

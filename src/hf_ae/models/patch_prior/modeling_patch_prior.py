@@ -200,6 +200,12 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         object.__setattr__(self, "_autoencoder", None)
         self.post_init()
 
+    def get_input_embeddings(self):
+        """The code embedding of the transformer: Accelerate's FSDP2 preparation shards it as a unit of its own (the
+        default looks for it under `base_model_prefix` and raised NotImplementedError, which made
+        `accelerator.prepare` fail under FSDP)."""
+        return self.transformer.embed_tokens
+
     # ------------------------------------------------------------------------------------- autoencoder
     @property
     def autoencoder(self):

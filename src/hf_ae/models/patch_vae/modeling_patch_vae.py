@@ -516,6 +516,12 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         self.decoder = PatchVaeDecoder(config)
         self.post_init()
 
+    def get_input_embeddings(self):
+        """None: images enter through a patch projection, not a token embedding. Asked by transformers' embedding
+        helpers and by Accelerate's FSDP2 preparation, which shards a token embedding as a unit of its own (the
+        default raises NotImplementedError, which made `accelerator.prepare` fail under FSDP)."""
+        return None
+
     # ----------------------------------------------------------------------------------------- checks
     def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
         """Raise a ValueError that says what was expected and what came; nothing is resized or cast."""

@@ -412,6 +412,12 @@ class UNetAeModel(UNetAePreTrainedModel):
         self.decoder = UNetAeDecoder(config)
         self.post_init()
 
+    def get_input_embeddings(self):
+        """None: images enter through a convolution, not a token embedding. Asked by transformers' embedding helpers
+        and by Accelerate's FSDP2 preparation, which shards a token embedding as a unit of its own (the default
+        raises NotImplementedError, which made `accelerator.prepare` fail under FSDP)."""
+        return None
+
     # ----------------------------------------------------------------------------------------- checks
     # Copied from hf_ae.models.patch_vae.modeling_patch_vae.PatchVaeModel.check_pixel_values
     def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
