@@ -188,3 +188,33 @@ def test_a_streamed_image_folder(tmp_path):
     assert len(rows) == 8 and set(rows[0]) == {"image", "label"}
     assert rows[0]["image"]["path"].endswith(".png")  # undecoded: the loop decodes per batch
     assert data["train"].features["label"].names == ["cat", "dog"]
+
+
+def test_a_streamed_local_folder_is_listed_shuffled_in_shards(tmp_path, monkeypatch):
+    """A local image folder streams its files in an order shuffled by the seed, in shards that loader workers and
+    processes divide (datasets' imagefolder streamed them sorted, as one shard, so the held-out rows were all of the
+    first class); every file comes once a pass. A folder whose names say which split a file is in goes through
+    datasets' imagefolder, which reads them."""
+    import hf_ae.data.streaming as streaming
+
+    monkeypatch.setattr(streaming, "FILES_PER_SHARD", 4)
+    folder = make_folder(tmp_path / "images", size=(12, 12), count=12)  # 24 files, 12 a class
+    data = load_dataset_for_training(str(folder), streaming=True, max_eval_samples=6, image_size=8, seed=3,
+                                     cache_dir=str(tmp_path / "hf"))
+    assert data["train"].n_shards == 6
+    held_out = data["test"]["label"]
+    assert set(held_out) == {0, 1}  # both classes among the first rows
+    train = [row["image"]["path"] for row in data["train"]]
+    test = [row["image"]["path"] for row in data["test"].with_format(None).select_columns(["image"])]
+    assert len(train) == 18 and not set(train) & set(test)
+    assert sorted(train + test) == sorted(str(p) for p in folder.rglob("*.png"))
+    assert "listed in a shuffled order (seed 3)" in data["test"].info.description
+    other = load_dataset_for_training(str(folder), streaming=True, max_eval_samples=6, image_size=8, seed=4,
+                                      cache_dir=str(tmp_path / "hf"))
+    assert [row["image"]["path"] for row in other["train"]] != train
+
+    split_folder = make_folder(tmp_path / "named" / "train", size=(12, 12), count=4)
+    make_folder(tmp_path / "named" / "test", size=(12, 12), count=2)
+    named = load_dataset_for_training(str(split_folder.parent), streaming=True, image_size=8,
+                                      cache_dir=str(tmp_path / "hf"))
+    assert len(named["test"]) == 4 and "datasets.load_dataset('imagefolder'" in named["test"].info.description

@@ -92,7 +92,9 @@ class DataArguments:
                   "read. Needs --max_steps; the test rows are the first --max_eval_samples (default 1000)."},
     )
     shuffle_buffer_size: int = field(
-        default=10_000, metadata={"help": "With --streaming: rows held in the shuffle buffer."}
+        default=1000,
+        metadata={"help": "With --streaming: rows held in the shuffle buffer (datasets' default; each loader worker "
+                  "holds one, so a bigger buffer costs memory and time before the first step)."},
     )
     dataloader_num_workers: int = field(
         default=0,

@@ -61,11 +61,11 @@ class StreamedRows(torch.utils.data.IterableDataset):
 
     def rows(self):
         """This loader worker's rows of the stream. datasets gives each worker whole shards, which leaves workers
-        idle when the stream has fewer shards than workers (a local image folder or text file is one shard): then
-        every worker reads the stream's rows (file paths, lines: cheap) and keeps one in num_workers, so that the
+        idle when the stream has fewer shards than workers (a text file is one shard): then every worker reads the
+        stream's rows (lines, file paths: cheap) and keeps one in num_workers, so that the
         decoding, the expensive part, is shared."""
         worker = torch.utils.data.get_worker_info()
-        if worker is None or worker.num_workers == 1 or self.stream.n_shards % worker.num_workers == 0:
+        if worker is None or worker.num_workers == 1 or self.stream.n_shards >= worker.num_workers:
             yield from self.stream
             return
         index = 0
