@@ -521,3 +521,42 @@ def test_every_funnel_gpu_sweep_configuration_builds_a_model_config_and_parses_i
         if "--input_token_deletion" in train_args:
             assert parsed.input_token_deletion == 0.1, name
             assert parsed.input_token_deletion_share == (0.5 if "half_del" in name else 1.0), name
+
+
+def test_data_scaling_runs_train_with_arguments_its_parser_takes():
+    """benchmarks/data_scaling.py measures train() itself: its arguments for every kind and mode parse, the modes
+    differ only in how the data is read, and the model it times alone is the one those arguments build."""
+    from benchmarks import data_scaling
+    from hf_ae.training import parse_args
+    from hf_ae.training.arguments import parse_config_overrides
+
+    for kind, modes in (("image", data_scaling.IMAGE_MODES), ("text", data_scaling.TEXT_MODES)):
+        for mode in modes:
+            model_args, data_args, train_args = parse_args(data_scaling.train_arguments(kind, mode, "data", "out"))
+            assert data_args.streaming == (mode == "streaming")
+            assert data_args.dataloader_num_workers == data_scaling.WORKERS
+            assert train_args.per_device_train_batch_size == data_scaling.BATCH_SIZE
+            expected = data_scaling.PATCH_VAE if kind == "image" else data_scaling.FUNNEL_VAE
+            assert parse_config_overrides(model_args.config_overrides) == parse_config_overrides(expected)
+            if kind == "image":
+                assert data_args.resolution == data_scaling.RESOLUTION
+                assert data_args.random_crop == (mode != "upfront")
+
+
+def test_data_scaling_targets_read_the_measured_figures():
+    from benchmarks import data_scaling
+
+    def row(first_step, rss, cache, loader):
+        return {"time_to_first_step_s": first_step, "peak_rss_mb": rss, "cache_bytes": cache,
+                "loader_samples_per_s": loader}
+
+    results = {"image_model": {"model_samples_per_s": 10.0}, "text_model": {"model_samples_per_s": 100.0},
+               "images": {"2": {"png_bytes": 100, "on_the_fly": row(9, 9, 100, 30), "streaming": row(2.0, 500, 0, 31)},
+                          "8": {"png_bytes": 400, "on_the_fly": row(9, 9, 401, 35), "streaming": row(2.4, 601, 0, 29)}},
+               "text": {"streaming": row(1, 1, 0, 300)}}
+    targets = data_scaling.check_targets(results, [2, 8])
+    assert targets["streaming_time_to_first_step_flat_20pct"]  # 2.4 <= 1.2 * 2.0
+    assert not targets["streaming_peak_rss_flat_20pct"]  # 601 > 1.2 * 500
+    assert not targets["on_the_fly_cache_at_most_pngs"]  # 401 > 400
+    assert not targets["loader_at_least_3x_model_step"]  # 29 < 3 * 10
+    assert targets["text_loader_at_least_3x_model_step"]
