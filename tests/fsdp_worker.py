@@ -68,6 +68,7 @@ from hf_ae import (
     UNetAeConfig,
     UNetAeModel,
 )
+from hf_ae.training.trainer import broadcast_buffers
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 # checkpoint kind -> the config that writes it (fsdp_state_dict_type SHARDED_STATE_DICT / FULL_STATE_DICT)
@@ -358,6 +359,7 @@ def run_model(name: str, spec, environments: dict, work_dir: Path) -> dict | Non
     report["initial_vs_rank0"] = state_differences(local_state(model), initial_state, model)
     optimizer = make_optimizer(model)
     losses = train_steps(model, optimizer, batch_fn, range(CHECKPOINT_STEP))
+    broadcast_buffers(model)  # what the training loop does before saving under FSDP
     for kind, environment in environments.items():
         save_checkpoint(model, optimizer, environment, work_dir / f"{name}-{kind}")
     report["checkpoint_dirs"] = {kind: str(work_dir / f"{name}-{kind}") for kind in environments}

@@ -186,6 +186,20 @@ def whole_model(accelerator: Accelerator, model, unwrapped, data):
     return whole.eval()
 
 
+def broadcast_buffers(model) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every process, as DDP gives them before every forward.
+    FSDP never syncs buffers, so each process keeps its own, and a sharded checkpoint stores one process's copy,
+    which need not be rank 0's: the loop calls this before saving under FSDP, so that every copy is rank 0's."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for buffer in model.buffers():
+        # gloo broadcasts no bool tensors: a flag travels as uint8
+        carrier = buffer.to(torch.uint8) if buffer.dtype == torch.bool else buffer
+        torch.distributed.broadcast(carrier, src=0)
+        if carrier is not buffer:
+            buffer.copy_(carrier.bool())
+
+
 def load_checkpoint(accelerator: Accelerator, resume_path: Path | None) -> dict | None:
     """Accelerate's state (model, optimizer, scheduler, RNGs, samplers) from `resume_path` -> the training state
     written beside it (the optimizer step, and where each process was in the data); None for a fresh run."""
@@ -198,12 +212,14 @@ def load_checkpoint(accelerator: Accelerator, resume_path: Path | None) -> dict 
     return json.loads((resume_path / TRAINING_STATE_NAME).read_text())
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, global_step: int, epoch: int, epoch_batches: int,
-                    streaming: bool, num_workers: int, total_limit: int) -> None:
+def save_checkpoint(accelerator: Accelerator, model, output_dir: Path, global_step: int, epoch: int,
+                    epoch_batches: int, streaming: bool, num_workers: int, total_limit: int) -> None:
     """Accelerate's state in checkpoints/step_N with the step and epoch it was taken at and every process's place
     in the data ([epoch, micro-batches read in it]: a stream's only position); the oldest checkpoints beyond
     --save_total_limit are removed. A collective call: every process makes it."""
     checkpoint = output_dir / "checkpoints" / f"step_{global_step}"
+    if accelerator.distributed_type == DistributedType.FSDP:
+        broadcast_buffers(model)
     accelerator.save_state(str(checkpoint))
     positions = gather_object([[epoch, epoch_batches]])  # one [epoch, batches] per process, in rank order
     if accelerator.is_main_process:
@@ -340,7 +356,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 log.record_eval(global_step, metrics)
                 progress.write(f"step {global_step}: " + ", ".join(f"eval {k} {v:.4g}" for k, v in metrics.items()))
             if train_args.checkpointing_steps and global_step % train_args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, epoch, epoch_batches, data.streaming,
+                save_checkpoint(accelerator, model, output_dir, global_step, epoch, epoch_batches, data.streaming,
                                 data_args.dataloader_num_workers, train_args.save_total_limit)
             if global_step >= max_steps:
                 break
