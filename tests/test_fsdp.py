@@ -9,11 +9,16 @@ change in a model (strict: they fail once fixed, so that the mark is removed).""
 import json
 import os
 import shlex
+import shutil
+from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from subprocess_env import REPO_ROOT, isolated_env, run_torchrun
+
+from hf_ae.training.checkpoints import validate_checkpoint
 
 CONFIG_DIR = REPO_ROOT / "configs" / "accelerate"
 WORKER = str(REPO_ROOT / "tests" / "fsdp_worker.py")
@@ -42,7 +47,8 @@ LEARNED_CODEBOOK = pytest.mark.xfail(
     strict=True,
     reason="vq_ema=False: the codebook is a parameter, and its initialisation from the first batch and its dead-code "
     "restarts write into the gathered (unsharded) copy during the forward, which FSDP2 frees at reshard: the sharded "
-    "codebook keeps its random initialisation while `initialized` is True",
+    "codebook keeps its random initialisation while `initialized` is True (the trainer refuses this combination: "
+    "test_fsdp_refuses_a_learned_codebook_and_ddp_takes_it)",
 )
 
 
@@ -272,3 +278,125 @@ def test_batchnorm_statistics_resume_on_both_ranks_from_a_sharded_checkpoint(rep
     before every forward), so both ranks resume with the uninterrupted run's."""
     differences = reports["unet_ae"]["resumed_sharded_vs_uninterrupted"]["buffers"]
     assert max(differences) <= RESUME_TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sharded", "full"])
+def test_fsdp_checkpoints_pass_the_resume_check(reports, kind, tmp_path):
+    """The folders Accelerate's FSDP functions wrote (with the scheduler and training state that save_state and the
+    loop add) pass validate_checkpoint, which used to ask for model.safetensors and optimizer.bin; without the
+    optimizer's state they do not."""
+    folder = tmp_path / kind
+    shutil.copytree(reports["patch_vae_kl"]["checkpoint_dirs"][kind], folder)
+    (folder / "scheduler.bin").write_bytes(b"")
+    (folder / "training_state.json").write_text(json.dumps({"global_step": 2}))
+    validate_checkpoint(folder)
+    optimizer_state = next(p for p in folder.iterdir() if p.name.startswith("optimizer"))
+    shutil.rmtree(optimizer_state) if optimizer_state.is_dir() else optimizer_state.unlink()
+    with pytest.raises(ValueError, match="missing .*the optimizer's state"):
+        validate_checkpoint(folder)
+
+
+def test_a_deepspeed_checkpoint_layout_passes_the_resume_check(tmp_path):
+    """DeepSpeed's save_state writes one folder (pytorch_model/) with the model and optimizer states."""
+    (tmp_path / "pytorch_model").mkdir()
+    (tmp_path / "scheduler.bin").write_bytes(b"")
+    (tmp_path / "training_state.json").write_text(json.dumps({"global_step": 2}))
+    validate_checkpoint(tmp_path)
+    (tmp_path / "pytorch_model").rmdir()
+    with pytest.raises(ValueError, match="missing .*the model's state: one of model.safetensors"):
+        validate_checkpoint(tmp_path)
+
+
+class EngineStandIn:
+    """What whole_model and configure_engine read of an Accelerator running FSDP or DeepSpeed (which a CPU cannot
+    start: see the module docstring)."""
+
+    def __init__(self, distributed_type, is_main_process=True, deepspeed_config=None):
+        self.distributed_type = distributed_type
+        self.is_main_process = is_main_process
+        self.gathered = 0
+        plugin = None
+        if deepspeed_config is not None:
+            from accelerate.utils import DeepSpeedPlugin
+
+            plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config)
+        self.state = SimpleNamespace(deepspeed_plugin=plugin)
+
+    def get_state_dict(self, model):
+        self.gathered += 1
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def tiny_prior_and_autoencoder():
+    from hf_ae import PatchPriorConfig, PatchPriorModel, PatchVaeConfig, PatchVaeModel
+
+    torch.manual_seed(0)
+    autoencoder = PatchVaeModel(PatchVaeConfig(image_size=8, num_channels=1, patch_size=4, hidden_size=16,
+                                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                               bottleneck="vq", codebook_size=8))
+    prior = PatchPriorModel(PatchPriorConfig(num_codes=8, num_patches=4, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32))
+    return prior, autoencoder
+
+
+def test_the_saved_model_is_a_whole_copy_under_fsdp_and_deepspeed():
+    """Under FSDP or DeepSpeed the trainer saves and probes a whole model built on the main process from
+    accelerator.get_state_dict (which every process calls: it gathers), with what the data kind attached (the prior's
+    autoencoder); the other processes get None; without an engine it is the trained model itself."""
+    from accelerate import DistributedType
+
+    from hf_ae.training.trainer import whole_model
+
+    prior, autoencoder = tiny_prior_and_autoencoder()
+    prior.train()
+    data = SimpleNamespace(attach=lambda model: model.set_autoencoder(autoencoder))
+    for engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        accelerator = EngineStandIn(engine)
+        whole = whole_model(accelerator, prior, prior, data)
+        assert whole is not prior and not whole.training and accelerator.gathered == 1
+        assert whole.autoencoder is autoencoder
+        for name, tensor in prior.state_dict().items():
+            assert torch.equal(whole.state_dict()[name], tensor), name
+        other_rank = EngineStandIn(engine, is_main_process=False)
+        assert whole_model(other_rank, prior, prior, data) is None and other_rank.gathered == 1
+    accelerator = EngineStandIn(DistributedType.MULTI_GPU)
+    assert whole_model(accelerator, prior, prior, data) is prior and accelerator.gathered == 0
+    assert not prior.training
+
+
+def test_deepspeed_takes_the_batch_size_from_the_arguments():
+    """configs/accelerate/deepspeed_zero2.yaml leaves train_micro_batch_size_per_gpu to "auto", which Accelerate fills
+    only from loaders prepared in the same call as the model; the trainer prepares them apart, so it sets it."""
+    from accelerate import DistributedType
+
+    from hf_ae.training.arguments import TrainArguments
+    from hf_ae.training.trainer import configure_engine
+
+    _, model = tiny_prior_and_autoencoder()
+    train_args = TrainArguments(per_device_train_batch_size=12)
+    config = {"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 2}}
+    accelerator = EngineStandIn(DistributedType.DEEPSPEED, deepspeed_config=config)
+    configure_engine(accelerator, train_args, model)
+    assert accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 12
+    fixed = EngineStandIn(DistributedType.DEEPSPEED, deepspeed_config={**config, "train_micro_batch_size_per_gpu": 3})
+    configure_engine(fixed, train_args, model)
+    assert fixed.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 3
+    configure_engine(EngineStandIn(DistributedType.FSDP), train_args, model)  # nothing to set
+
+
+def test_fsdp_refuses_a_learned_codebook_and_ddp_takes_it():
+    """The learned codebook's first-batch initialisation and restarts are lost under FSDP2 (the strict xfail of
+    test_sharded_training_matches_ddp): the trainer refuses it before preparing anything, naming what to use."""
+    from accelerate import DistributedType
+
+    from hf_ae import PatchVaeConfig, PatchVaeModel
+    from hf_ae.training.arguments import TrainArguments
+    from hf_ae.training.trainer import configure_engine
+
+    learned = PatchVaeModel(PatchVaeConfig(image_size=8, num_channels=1, patch_size=4, hidden_size=16,
+                                           num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                           bottleneck="vq", codebook_size=8, vq_ema=False))
+    with pytest.raises(ValueError, match=r"FSDP cannot train a learned codebook \(vq_ema=False\).*vq_ema=True"):
+        configure_engine(EngineStandIn(DistributedType.FSDP), TrainArguments(), learned)
+    configure_engine(EngineStandIn(DistributedType.MULTI_GPU), TrainArguments(), learned)

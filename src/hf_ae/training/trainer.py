@@ -155,11 +155,28 @@ def optimizer_and_scheduler(model, train_args: TrainArguments, max_steps: int, n
     return optimizer, scheduler
 
 
-def configure_engine(accelerator: Accelerator, train_args: TrainArguments) -> None:
-    """What an engine needs before the model is prepared. DeepSpeed takes its per-device batch size from the loaders
-    prepared in the same `prepare` call as the model; here the loaders are prepared apart (a stream's not at all), so
-    a config that leaves `train_micro_batch_size_per_gpu` to "auto" (configs/accelerate/deepspeed_zero2.yaml) gets
-    --per_device_train_batch_size, as Accelerate's error message advises."""
+def configure_engine(accelerator: Accelerator, train_args: TrainArguments, model) -> None:
+    """What an engine needs before the model is prepared, and what it cannot train.
+
+    DeepSpeed takes its per-device batch size from the loaders prepared in the same `prepare` call as the model;
+    here the loaders are prepared apart (a stream's not at all), so a config that leaves
+    `train_micro_batch_size_per_gpu` to "auto" (configs/accelerate/deepspeed_zero2.yaml) gets
+    --per_device_train_batch_size, as Accelerate's error message advises.
+
+    Raises:
+        ValueError: FSDP with a PatchVae whose codebook is learned (`vq_ema=False`): its initialisation from the first
+            batch and its dead-code restarts write into the parameter during the forward, when FSDP2 holds a gathered
+            copy that it frees afterwards, so they would be lost without a word (tests/test_fsdp.py records it).
+    """
+    config = model.config
+    if (accelerator.distributed_type == DistributedType.FSDP and getattr(config, "bottleneck", None) == "vq"
+            and not getattr(config, "vq_ema", True)):
+        raise ValueError(
+            "FSDP cannot train a learned codebook (vq_ema=False): the codebook's initialisation from the first batch "
+            "and its dead-code restarts write into the gathered parameter during the forward, which FSDP2 frees "
+            "afterwards, so the codebook would keep its random start. Use vq_ema=True (the default) or DDP "
+            "(configs/accelerate/ddp.yaml)"
+        )
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is not None and plugin.is_auto("train_micro_batch_size_per_gpu"):
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train_args.per_device_train_batch_size
@@ -294,7 +311,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     else:
         max_steps = math.ceil(train_args.num_train_epochs * steps_per_epoch)
     optimizer, scheduler = optimizer_and_scheduler(model, train_args, max_steps, accelerator.num_processes)
-    configure_engine(accelerator, train_args)
+    configure_engine(accelerator, train_args, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
