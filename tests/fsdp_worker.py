@@ -2,7 +2,7 @@
 Accelerate shards it, against the same training replicated by DDP. One launch serves every model: starting two
 processes and their gloo group costs more than the training.
 
-Accelerate 1.16 does not engage its FSDP plugin on a CPU (DESIGN.md, "Facts already checked"), so this script does
+Accelerate 1.16 does not engage its FSDP plugin on a CPU (checked for issue 20), so this script does
 what `accelerator.prepare` / `save_state` / `load_state` do with the plugin of `configs/accelerate/fsdp.yaml`, with
 Accelerate's own code:
 

@@ -25,7 +25,7 @@ for _config_class, _model_class in MODEL_CLASSES.values():
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 for _task, _pipeline_class in AUTOENCODER_PIPELINE_CLASSES.items():
-    # pt_model=AutoModel (a custom class here breaks reloading, see DESIGN.md)
+    # pt_model=AutoModel: a model class of ours registered here broke reloading a saved pipeline
     PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="multimodal")
 
 __all__ = [
