@@ -28,7 +28,7 @@ FUNNEL_VAE_CUSTOM_PIPELINES = {
 class FunnelVaeConfig(PretrainedConfig):
     r"""
     Configuration of a [`FunnelVaeModel`]: a Funnel-Transformer encoder whose pooled tokens become one latent
-    vector each, and a T5-style decoder that cross-attends to those latents (transformer-vae, seed 001).
+    vector each, and a T5-style decoder that cross-attends to those latents (Fraser Greenlee's transformer-vae, 2021).
 
     Args:
         modality (`str`, *optional*, defaults to `"text"`):

@@ -1,4 +1,5 @@
-"""FunnelVae: the Funnel-encoder Transformer-VAE of transformer-vae (seed 001), for text and images.
+"""FunnelVae: the Funnel-encoder Transformer-VAE of Fraser Greenlee's transformer-vae (2021,
+github.com/Fraser-Greenlee/transformer-vae), for text and images.
 
 text:   input_ids (B, L)                  image: pixel_values (B, C, H, W) -> patchify (B, P, C*p*p)
   -> token embeddings (B, L', hidden)            -> patch embedding + positions (B, P, hidden)
@@ -441,8 +442,8 @@ class FunnelVaePreTrainedModel(PreTrainedModel):
 
 class FunnelVaeModel(FunnelVaePreTrainedModel):
     r"""
-    The Funnel-encoder Transformer-VAE (transformer-vae, seed 001): one latent vector per pooled token, a prior
-    N(0, I) enforced by MMD (default), KL or nothing, and a T5 decoder that cross-attends to the latents.
+    The Funnel-encoder Transformer-VAE (Fraser Greenlee's transformer-vae): one latent vector per pooled token, a
+    prior N(0, I) enforced by MMD (default), KL or nothing, and a T5 decoder that cross-attends to the latents.
 
     Text inputs are `input_ids` `(batch_size, length)` ending in the end-of-sequence token, with an
     `attention_mask` (1 = token, 0 = padding; right padding). Image inputs are `pixel_values`

@@ -20,9 +20,9 @@ PATCH_PRIOR_CUSTOM_PIPELINES = {
 class PatchPriorConfig(PretrainedConfig):
     r"""
     Configuration of a [`PatchPriorModel`]: an autoregressive transformer (transformers' Llama decoder) over the
-    discrete codes of a PatchVae with a `"vq"` or `"fsq"` bottleneck, one code per patch in raster order (seed 004:
-    generate an image one patch at a time). It samples codes and hands them to the autoencoder named by
-    `autoencoder_name_or_path` to be decoded into images.
+    discrete codes of a PatchVae with a `"vq"` or `"fsq"` bottleneck, one code per patch in raster order: it
+    generates an image one patch at a time, after Arushi Somani's 2024 post on the idea. It samples codes and hands
+    them to the autoencoder named by `autoencoder_name_or_path` to be decoded into images.
 
     The transformer reads `[condition token] + codes[:-1]` and predicts `codes`: its input vocabulary is the
     `num_codes` codes, one start token (id `num_codes`, the condition of an unconditional prior) and `num_classes`

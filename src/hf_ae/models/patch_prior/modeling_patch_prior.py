@@ -1,5 +1,5 @@
-"""PatchPrior: an autoregressive prior over the patch codes of a discrete PatchVae (seed 004: generate an image one
-patch at a time).
+"""PatchPrior: an autoregressive prior over the patch codes of a discrete PatchVae, which generates an image one
+patch at a time (after Arushi Somani's 2024 post on the idea).
 
 codes (B, N) in [0, K), raster order                          N = num_patches, K = num_codes
   -> inputs: [condition] + codes[:, :-1]          (B, N)      condition = the start token (id K) or the class token

@@ -1,4 +1,5 @@
-"""PatchVae: a ViT autoencoder with one latent vector per image patch (seeds 002 and 004).
+"""PatchVae: a ViT autoencoder with one latent vector per image patch (continuous, or the
+discrete codes that a PatchPrior generates one patch at a time).
 
 pixel_values (B, C, H, W)
   -> patchify                      (B, N, C*p*p)      N = (H/p)*(W/p) patches in raster order

@@ -25,7 +25,7 @@ UNET_AE_CUSTOM_PIPELINES = {
 
 class UNetAeConfig(PretrainedConfig):
     r"""
-    Configuration of a [`UNetAeModel`]: the convolutional U-Net autoencoder of seed 003, which learns to copy its
+    Configuration of a [`UNetAeModel`]: the convolutional U-Net autoencoder of the essay "Autoencoders: learning by copying", which learns to copy its
     inputs and so, without being trained to, removes noise, walks its learned manifold and generates images by
     iterative denoising.
 

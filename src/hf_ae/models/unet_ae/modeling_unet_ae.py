@@ -1,4 +1,4 @@
-"""UNetAe: the convolutional U-Net autoencoder of seed 003 ("Autoencoders: learning by copying").
+"""UNetAe: the convolutional U-Net autoencoder of the essay "Autoencoders: learning by copying".
 
 pixel_values (B, C_in, S, S)
   -> conv_in                                   (B, c0, S, S)
@@ -381,7 +381,7 @@ class UNetAePreTrainedModel(PreTrainedModel):
 
 class UNetAeModel(UNetAePreTrainedModel):
     r"""
-    A convolutional U-Net autoencoder trained to copy its input (MSE), the model of seed 003: it denoises, walks
+    A convolutional U-Net autoencoder trained to copy its input (MSE), the model of "Autoencoders: learning by copying": it denoises, walks
     its learned manifold, and generates images by iterative denoising from noise. Inputs are float images of shape
     `(batch_size, num_channels, image_size, image_size)`, nominally in [0, 1] (noisy inputs may leave that range).
 
