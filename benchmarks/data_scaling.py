@@ -8,12 +8,13 @@ loaded the way training loads them, in three modes:
 * ``streaming``: ``--streaming``, nothing cached, rows read as training goes.
 
 For each: the time from ``train()``'s start to the end of the first optimizer step, the peak resident memory of
-the training process (VmHWM) and of its loader workers, and the bytes written to the ``datasets`` cache; then the
+the training process (VmHWM) and of its loader workers (medians of 3 fresh processes), and the bytes written to
+the ``datasets`` cache; then the
 train loader's steady samples/s alone (2 workers, batch 64, 64 px with random crop and flip), against the model's
 training step alone (PatchVae at 64 px, batch 64; FunnelVae for text). Every figure comes from a fresh process
 with an empty cache.
 
-    python -m benchmarks.data_scaling                      # ~20 min on 2 CPU cores
+    python -m benchmarks.data_scaling                      # ~13 min on 2 CPU cores
     python -m benchmarks.data_scaling --sizes 2000 --text_lines 50000 --quick
 
 Targets (issue 20): streaming's time to first step and memory flat in the data size (within 20% from 2k to 32k);
@@ -252,10 +253,14 @@ def run_child(arguments: list[str], timeout: int = 3600) -> tuple[dict, int]:
         return json.loads(lines[-1][len("RESULT "):]), folder_bytes(Path(home))
 
 
-def measure(kind: str, mode: str, source: Path, loader_batches: int) -> dict:
-    figures, cache = run_child(["first_step", kind, mode, str(source)])
+def measure(kind: str, mode: str, source: Path, loader_batches: int, repeats: int) -> dict:
+    """The first-step figures as medians of `repeats` fresh processes (one process's start moved by 0.5 s in ~2 s
+    between two runs), every run's time kept; the cache of the first; the loader's rate."""
+    runs = [run_child(["first_step", kind, mode, str(source)]) for _ in range(repeats)]
+    figures = {key: statistics.median(figures[key] for figures, _ in runs) for key in runs[0][0]}
+    figures["time_to_first_step_runs_s"] = [figures["time_to_first_step_s"] for figures, _ in runs]
     loader, _ = run_child(["loader", kind, mode, str(source), str(loader_batches)])
-    return {**figures, "cache_bytes": cache, **loader}
+    return {**figures, "cache_bytes": runs[0][1], **loader}
 
 
 def within(values: list[float], tolerance: float) -> bool:
@@ -270,11 +275,12 @@ def main(argv=None) -> None:
                         help="where the generated folders and text file are kept (reused across runs)")
     parser.add_argument("--loader_batches", type=int, default=40)
     parser.add_argument("--model_steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per first-step figure (median)")
     parser.add_argument("--quick", action="store_true", help="fewer loader batches and model steps")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/data_scaling_cpu.json)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.loader_batches, args.model_steps = 10, 3
+        args.loader_batches, args.model_steps, args.repeats = 10, 3, 1
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -282,7 +288,7 @@ def main(argv=None) -> None:
 
     results = {"machine": machine_description("cpu"), "date": time.strftime("%Y-%m-%d"),
                "command": "python -m benchmarks.data_scaling " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "config": {"image_side": IMAGE_SIDE, "resolution": RESOLUTION, "batch_size": BATCH_SIZE,
+               "config": {"repeats": args.repeats, "image_side": IMAGE_SIDE, "resolution": RESOLUTION, "batch_size": BATCH_SIZE,
                           "workers": WORKERS, "patch_vae": PATCH_VAE, "funnel_vae": FUNNEL_VAE,
                           "cpu_count": os.cpu_count()}, "images": {}, "text": {}}
 
@@ -296,13 +302,13 @@ def main(argv=None) -> None:
         png_bytes = folder_bytes(folder)
         row = results["images"][str(size)] = {"png_bytes": png_bytes}
         for mode in IMAGE_MODES:
-            row[mode] = measure("image", mode, folder, args.loader_batches)
+            row[mode] = measure("image", mode, folder, args.loader_batches, args.repeats)
             print(f"{size} images, {mode}: {json.dumps(row[mode])}", flush=True)
 
     text = make_text_file(work / f"lines_{args.text_lines}.txt", args.text_lines)
     results["text"] = {"lines": args.text_lines, "file_bytes": text.stat().st_size}
     for mode in TEXT_MODES:
-        results["text"][mode] = measure("text", mode, text, args.loader_batches)
+        results["text"][mode] = measure("text", mode, text, args.loader_batches, args.repeats)
         print(f"{args.text_lines} lines, {mode}: {json.dumps(results['text'][mode])}", flush=True)
 
     results["targets"] = check_targets(results, sizes)
@@ -331,21 +337,27 @@ def check_targets(results: dict, sizes: list[int]) -> dict:
 
 def format_table(results: dict, sizes: list[int]) -> str:
     mb = 1024 * 1024
-    lines = ["| data | mode | time to first step (s) | peak RSS, main / worker (MiB) | cache (MiB) | loader samples/s "
-             "| × model step |", "|---|---|---|---|---|---|---|"]
+    lines = ["| data | mode | time to first step, s (median, range) | peak RSS, main / worker (MiB) | cache (MiB) "
+             "| loader samples/s | × model step |", "|---|---|---|---|---|---|---|"]
+
+    def first_step(r: dict) -> str:
+        runs = r.get("time_to_first_step_runs_s", [r["time_to_first_step_s"]])
+        spread = f" ({min(runs):.1f}–{max(runs):.1f})" if len(runs) > 1 else ""
+        return f"{r['time_to_first_step_s']:.1f}{spread}"
+
     image_rate = results["image_model"]["model_samples_per_s"]
     for size in sizes:
         row = results["images"][str(size)]
         for mode in IMAGE_MODES:
             r = row[mode]
-            lines.append(f"| {size} PNGs ({row['png_bytes'] / mb:.0f} MiB) | {mode} | {r['time_to_first_step_s']:.1f} | "
+            lines.append(f"| {size} PNGs ({row['png_bytes'] / mb:.0f} MiB) | {mode} | {first_step(r)} | "
                          f"{r['peak_rss_mb']:.0f} / {r['worker_peak_rss_mb']:.0f} | {r['cache_bytes'] / mb:.1f} | "
                          f"{r['loader_samples_per_s']:.0f} | {r['loader_samples_per_s'] / image_rate:.1f} |")
     text, text_rate = results["text"], results["text_model"]["model_samples_per_s"]
     for mode in TEXT_MODES:
         r = text[mode]
         lines.append(f"| {text['lines']} lines ({text['file_bytes'] / mb:.0f} MiB) | {mode} | "
-                     f"{r['time_to_first_step_s']:.1f} | {r['peak_rss_mb']:.0f} / {r['worker_peak_rss_mb']:.0f} | "
+                     f"{first_step(r)} | {r['peak_rss_mb']:.0f} / {r['worker_peak_rss_mb']:.0f} | "
                      f"{r['cache_bytes'] / mb:.1f} | {r['loader_samples_per_s']:.0f} | "
                      f"{r['loader_samples_per_s'] / text_rate:.1f} |")
     lines.append("")
