@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast test-kernels lint benchmark clean
+.PHONY: install demo test test-fast test-kernels lint fix-copies benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test-kernels: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src scripts tests benchmarks
+	$(PY) utils/check_copies.py
+
+# Rewrite every `# Copied from` copy that drifted from its source (transformers' `make fix-copies`).
+fix-copies: $(STAMP)
+	$(PY) utils/check_copies.py --fix
 
 # Every benchmark section side by side with the peers (pythae, the optional extra, for the quality section).
 benchmark: $(STAMP)

@@ -51,3 +51,25 @@ def test_checker_compares_methods_copied_into_another_class(tmp_path):
     assert check_tree(tmp_path) == []
     (target / "modeling_b.py").write_text(copy.format(3))
     assert check_tree(tmp_path) == [f"{target / 'modeling_b.py'}:2: the definition below differs from hf_ae.models.a.modeling_a.A.mix"]
+
+
+def test_fix_rewrites_drifted_copies_from_their_sources(tmp_path):
+    """--fix (make fix-copies): a drifted function, a drifted method in another class (re-indented, with its
+    replacements) and a drifted whole file are rewritten from their sources, the code around them left alone."""
+    root = make_tree(tmp_path, "def helper(x):\n    return x + 2\n", "def helper(x):\n    return x\n")
+    source = tmp_path / "hf_ae" / "models" / "a" / "modeling_a.py"
+    source.write_text("class A:\n    @staticmethod\n    def mix(x):\n        return x * 2\n")
+    target = tmp_path / "hf_ae" / "models" / "b" / "modeling_c.py"
+    target.write_text("class C:\n    # Copied from hf_ae.models.a.modeling_a.A.mix with 2->5\n    @staticmethod\n"
+                      "    def mix(x):\n        return x\n\n    def own(self):\n        return 1\n")
+    problems = check_tree(root, fix=True)
+    assert len(problems) == 3 and all(p.endswith("(fixed)") for p in problems)
+    assert check_tree(root) == []
+    assert (root / "hf_ae" / "models" / "b" / "modeling_b.py").read_text() == (
+        "import os\n\n\n# Copied from hf_ae.models.a.shared.helper\ndef helper(x):\n    return x + 1\n"
+        "\n\n# Copied from hf_ae.models.a.shared.AThing with AThing->BThing\nclass BThing:\n    pass\n")
+    assert target.read_text() == ("class C:\n    # Copied from hf_ae.models.a.modeling_a.A.mix with 2->5\n"
+                                  "    @staticmethod\n    def mix(x):\n        return x * 5\n\n"
+                                  "    def own(self):\n        return 1\n")
+    assert (root / "hf_ae" / "models" / "b" / "shared.py").read_text() == (
+        "# Copied from hf_ae.models.a.shared\ndef helper(x):\n    return x + 1\n\n\nclass AThing:\n    pass\n")

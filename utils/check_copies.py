@@ -11,6 +11,7 @@ copied and marked (the transformers convention):
   -> the definition equals the source definition.
 
     python utils/check_copies.py            # exit 1 and list the copies that drifted
+    python utils/check_copies.py --fix      # rewrite every drifted copy from its source (make fix-copies)
 """
 
 import ast
@@ -52,14 +53,11 @@ def definition_source(file: Path, name: str) -> str | None:
     return None
 
 
-def definition_after(file: Path, line: int) -> str | None:
-    """The source of the first definition (at any depth) that starts after line `line` (1-based)."""
-    text = file.read_text()
+def node_after(text: str, line: int):
+    """The first definition (at any depth) that starts after line `line` (1-based), or None."""
     nodes = [n for n in ast.walk(ast.parse(text)) if isinstance(n, DEFINITIONS)]
     following = [n for n in nodes if n.lineno - len(n.decorator_list) > line]
-    if not following:
-        return None
-    return node_source(text, min(following, key=lambda n: n.lineno))
+    return min(following, key=lambda n: n.lineno) if following else None
 
 
 def apply_replacements(source: str, replacements: str | None) -> str:
@@ -70,21 +68,26 @@ def apply_replacements(source: str, replacements: str | None) -> str:
     return source
 
 
-def check_file(file: Path, src_root: Path) -> list[str]:
-    """Problems with the copies marked in `file` (empty when all agree)."""
+def check_file(file: Path, src_root: Path, fix: bool = False) -> list[str]:
+    """Problems with the copies marked in `file` (empty when all agree). With `fix`, each drifted copy is rewritten
+    from its source (a definition re-indented to its place) and still reported, as fixed."""
     problems = []
     lines = file.read_text().splitlines()
+    fixes = []  # (first line index, end line index, new lines) of the definitions to rewrite
     for index, line in enumerate(lines):
         match = MARKER.match(line)
         if not match:
             continue
-        _, dotted, replacements = match.groups()
+        indent, dotted, replacements = match.groups()
         where = f"{file}:{index + 1}"
         source_module = module_file(src_root, dotted)
         if index == 0 and source_module is not None:  # a whole-file copy
             expected = apply_replacements(source_module.read_text(), replacements).rstrip("\n")
             if "\n".join(lines[1:]).rstrip("\n") != expected:
-                problems.append(f"{where}: differs from {source_module}")
+                problems.append(f"{where}: differs from {source_module}" + (" (fixed)" if fix else ""))
+                if fix:
+                    file.write_text(lines[0] + "\n" + expected + "\n")
+                    return problems  # the whole file is its source: nothing else in it to check
             continue
         # the module is the longest dotted prefix that is a file; the rest names a definition (or Class.method)
         parts = dotted.split(".")
@@ -97,23 +100,43 @@ def check_file(file: Path, src_root: Path) -> list[str]:
         if expected is None:
             problems.append(f"{where}: {module_path} has no definition {name}")
             continue
-        actual = definition_after(file, index + 1)
-        if actual != apply_replacements(expected, replacements):
-            problems.append(f"{where}: the definition below differs from {dotted}")
+        text = "\n".join(lines)
+        node = node_after(text, index + 1)
+        wanted = apply_replacements(expected, replacements)
+        if node is None or node_source(text, node) != wanted:
+            problems.append(f"{where}: the definition below differs from {dotted}" + (" (fixed)" if fix else ""))
+            if fix and node is not None:
+                start = node.lineno - 1 - len(node.decorator_list)
+                fixes.append((start, node.end_lineno, [indent + row if row else "" for row in wanted.splitlines()]))
+    if fixes:
+        for start, end, new_lines in sorted(fixes, reverse=True):  # bottom up: earlier line numbers stay valid
+            lines[start:end] = new_lines
+        file.write_text("\n".join(lines) + "\n")
     return problems
 
 
-def check_tree(src_root: Path) -> list[str]:
-    problems = []
-    for file in sorted((src_root / "hf_ae").rglob("*.py")):
-        problems += check_file(file, src_root)
+def check_tree(src_root: Path, fix: bool = False) -> list[str]:
+    """Problems with every marked copy under src_root/hf_ae. With `fix`, drifted copies are rewritten, repeating
+    until none drifts (a copy of a copy follows its source's fix on the next pass); the problems of the first pass
+    are returned."""
+    problems = [p for file in sorted((src_root / "hf_ae").rglob("*.py")) for p in check_file(file, src_root, fix)]
+    for _ in range(5 if fix else 0):
+        if not [p for file in sorted((src_root / "hf_ae").rglob("*.py")) for p in check_file(file, src_root, fix)]:
+            break
     return problems
 
 
-def main() -> int:
-    problems = check_tree(Path(__file__).resolve().parents[1] / "src")
+def main(argv: list[str] | None = None) -> int:
+    fix = "--fix" in (sys.argv[1:] if argv is None else argv)
+    src_root = Path(__file__).resolve().parents[1] / "src"
+    problems = check_tree(src_root, fix)
     for problem in problems:
         print(problem)
+    if fix:
+        left = check_tree(src_root)
+        for problem in left:
+            print(f"not fixed: {problem}")
+        return 1 if left else 0
     return 1 if problems else 0
 
 
