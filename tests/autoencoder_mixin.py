@@ -28,6 +28,10 @@ class AutoencoderTesterMixin:
         return self.model_class(self.tiny_config(**overrides)).eval()
 
     # ------------------------------------------------------------------ API shapes and losses
+    def test_declares_that_it_reads_images(self):
+        """input_modalities, as transformers' image models declare it (the default says "text")."""
+        assert "image" in self.model_class.input_modalities
+
     def test_encode_decode_forward_shapes(self):
         model = self.make_model()
         pixel_values = self.make_inputs(model.config)

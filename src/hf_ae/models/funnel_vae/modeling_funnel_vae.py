@@ -415,6 +415,9 @@ class FunnelVaeCritic(nn.Module):
 class FunnelVaePreTrainedModel(PreTrainedModel):
     config_class = FunnelVaeConfig
     base_model_prefix = "funnel_vae"
+    # what the class reads (transformers' default is "text"); a FunnelVae instance reads one of them,
+    # chosen by config.modality
+    input_modalities = ("text", "image")
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True

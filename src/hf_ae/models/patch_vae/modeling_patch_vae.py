@@ -465,6 +465,8 @@ class PatchVaeDecoder(nn.Module):
 class PatchVaePreTrainedModel(PreTrainedModel):
     config_class = PatchVaeConfig
     base_model_prefix = "patch_vae"
+    # what the model reads (transformers' default is "text"), as ViTModel declares it
+    input_modalities = ("image",)
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
     _supports_sdpa = True

@@ -360,6 +360,8 @@ class UNetAeMlpBottleneck(nn.Module):
 class UNetAePreTrainedModel(PreTrainedModel):
     config_class = UNetAeConfig
     base_model_prefix = "unet_ae"
+    # what the model reads (transformers' default is "text"), as ViTModel declares it
+    input_modalities = ("image",)
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
