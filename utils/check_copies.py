@@ -4,7 +4,7 @@
 Each model folder is what the Hub receives, so it may import only its siblings; code shared between models is
 copied and marked (the transformers convention):
 
-* a whole file: first line `# Copied from hf_ae.models.patch_vae.pipeline_autoencoder` -> the rest of the file
+* a whole file: first line `# Copied from hf_ae.models.pipeline_autoencoder` -> the rest of the file
   equals that module's file;
 * one function or class: `# Copied from hf_ae.models.patch_vae.modeling_patch_vae.slerp` on the line above its
   `def`/`class`, optionally followed by ` with PatchVae->FunnelVae` (replacements applied to the source first)

@@ -14,7 +14,7 @@ from .models import (
     UNetAeConfig,
     UNetAeModel,
 )
-from .models.patch_vae.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
+from .models.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
 
 __version__ = "0.1.0"
 

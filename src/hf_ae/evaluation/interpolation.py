@@ -18,7 +18,7 @@ import random
 
 import torch
 
-from ..models.funnel_vae.pipeline_autoencoder import python_is_valid
+from ..models.pipeline_autoencoder import python_is_valid
 
 
 def python_is_nontrivial(text: str) -> bool:

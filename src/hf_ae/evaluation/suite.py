@@ -41,7 +41,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from sklearn.decomposition import PCA
 
 from ..data import dataset_modality, image_rows, load_dataset_for_training
-from ..models.patch_vae.pipeline_autoencoder import reconstruct
+from ..models.pipeline_autoencoder import reconstruct
 from ..visualization import save_grid, save_reconstruction_grid
 from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
 from .interpolation import decode_text_paths, judge_text_path, sample_pairs

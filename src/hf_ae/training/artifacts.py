@@ -20,7 +20,7 @@ import torch
 from ..data import image_rows
 from ..evaluation.probe import encode_dataset, probe_results_filename
 from ..hub import EvalResult, render_model_card
-from ..models.patch_vae.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif, reconstruct
+from ..models.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif, reconstruct
 from ..visualization import display_scale, make_grid, save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"

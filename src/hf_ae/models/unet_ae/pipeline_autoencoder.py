@@ -1,4 +1,4 @@
-# Copied from hf_ae.models.patch_vae.pipeline_autoencoder
+# Copied from hf_ae.models.pipeline_autoencoder
 """Pipelines for every hf_ae autoencoder, written against the common API only:
 
     model.encode(pixel_values=x).latents             (B, ...) latents (text models: input_ids=, attention_mask=)

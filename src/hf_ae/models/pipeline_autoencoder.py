@@ -1,0 +1,448 @@
+"""Pipelines for every hf_ae autoencoder, written against the common API only:
+
+    model.encode(pixel_values=x).latents             (B, ...) latents (text models: input_ids=, attention_mask=)
+    model.decode(latents).reconstruction             (B, C, H, W) images in [0, 1] (text models: (B, T) token ids)
+    model.sample(n, generator=..., **options)        (n, C, H, W) samples (text models: (n, T) token ids), or an
+                                                     output with `.samples` and `.intermediates` (T, n, C, H, W)
+    model.interpolate_latents(start, end, ratios, method)  (S, ...) latents on the path
+
+A model whose decoder also takes encoder features (UNetAe with skip connections) returns them from `encode` as
+`skip_features`, and they are passed on to `decode`; a model with a `denoise` method is asked to denoise with it.
+
+A model is a text model when `config.modality == "text"`; its tokenizer is saved next to it and loaded by
+`pipeline(...)` (or passed as `tokenizer=`).
+
+One class per task; this file is copied into each model folder that needs it (`# Copied from`, checked by
+a test) and saved next to the weights, so `pipeline(task, model=repo, trust_remote_code=True)` loads it
+without hf_ae installed. The tasks are listed in each config's `custom_pipelines`.
+"""
+
+import ast
+import inspect
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import Pipeline
+
+
+def image_to_pixel_values(image, num_channels: int, image_size: int, resize: bool = False) -> torch.Tensor:
+    """A PIL image, an array or a tensor -> float tensor (C, H, W) in [0, 1].
+
+    PIL images are converted to the model's colour mode ("L" or "RGB"). Nothing is resized unless
+    `resize=True` is asked for: an image of another size raises a ValueError.
+    """
+    if isinstance(image, Image.Image):
+        image = image.convert("L" if num_channels == 1 else "RGB")
+        if image.size != (image_size, image_size):
+            if not resize:
+                raise ValueError(
+                    f"expected a {image_size}x{image_size} image, got {image.size[0]}x{image.size[1]}; pass "
+                    "resize=True to resize it"
+                )
+            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        array = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, C)
+        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(array))
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image)
+    if isinstance(image, torch.Tensor):
+        if image.ndim == 2 and num_channels == 1:
+            image = image.unsqueeze(0)
+        expected = (num_channels, image_size, image_size)
+        if tuple(image.shape) != expected:
+            raise ValueError(f"expected an image tensor of shape {expected} (or (H, W) for 1 channel), got {tuple(image.shape)}")
+        if not image.is_floating_point():
+            raise ValueError(f"expected float pixel values in [0, 1], got dtype {image.dtype}")
+        return image.float()
+    raise ValueError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+
+
+def pixel_values_to_images(pixel_values: torch.Tensor) -> list:
+    """(B, C, H, W) in [0, 1] -> B PIL images ("L" for 1 channel, "RGB" for 3)."""
+    arrays = (pixel_values.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    images = []
+    for array in arrays:
+        images.append(Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)))
+    return images
+
+
+def make_generator(generator=None, seed=None):
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")
+    if seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    return generator
+
+
+def reconstruct(model, model_inputs: dict) -> torch.Tensor:
+    """encode -> decode (posterior means), passing on the encoder's skip features where the model has them."""
+    encoded = model.encode(**model_inputs)
+    extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
+    return model.decode(encoded.latents, **extra).reconstruction
+
+
+def frames_to_gif(frames: list, duration_ms: int = 100) -> bytes:
+    """PIL frames -> the bytes of an animated GIF that loops forever (write them to a `.gif` file)."""
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue()
+
+
+def python_is_valid(text: str) -> bool:
+    """The `"python"` validator: the text parses as Python source (`ast.parse`)."""
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):  # ValueError: source with NUL bytes
+        return False
+    return True
+
+
+# validator name -> text -> bool, for `latent-interpolation` on text models
+TEXT_VALIDATORS = {"python": python_is_valid}
+
+
+def resolve_validator(validator):
+    if validator is None or callable(validator):
+        return validator
+    if validator not in TEXT_VALIDATORS:
+        raise ValueError(f"unknown validator {validator!r}; choose one of {sorted(TEXT_VALIDATORS)} or pass a callable")
+    return TEXT_VALIDATORS[validator]
+
+
+class _AutoencoderPipeline(Pipeline):
+    """Shared plumbing: images are converted here; a text model's tokenizer is loaded when the folder has one
+    (`_load_tokenizer = None` means "load if present", so image models load nothing)."""
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = None
+    _load_video_processor = False
+
+    @property
+    def is_text_model(self) -> bool:
+        return getattr(self.model.config, "modality", "image") == "text"
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(
+                "this is a text model but the pipeline has no tokenizer: save the tokenizer with the model or pass "
+                "tokenizer=AutoTokenizer.from_pretrained(...)"
+            )
+        return self.tokenizer
+
+    def _to_pixel_values(self, images, resize: bool) -> torch.Tensor:
+        config = self.model.config
+        return torch.stack([image_to_pixel_values(i, config.num_channels, config.image_size, resize) for i in images])
+
+    def _to_model_inputs(self, items, resize: bool = False) -> dict:
+        """Images -> {"pixel_values"}; texts -> {"input_ids", "attention_mask"} (padded, never truncated)."""
+        if not self.is_text_model:
+            return {"pixel_values": self._to_pixel_values(items, resize)}
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError(f"this is a text model: expected strings, got {[type(i).__name__ for i in items]}")
+        encoded = self._require_tokenizer()(list(items), padding=True, return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def _to_texts(self, token_ids: torch.Tensor) -> list[str]:
+        return self._require_tokenizer().batch_decode(token_ids.tolist(), skip_special_tokens=True)
+
+    def _reject_unknown_options(self, unknown: dict):
+        """`pipeline(...)` and every call hand the keywords they do not use themselves to `_sanitize_parameters`:
+        name the ones this task does not take rather than drop them."""
+        if unknown:
+            takes = [name for name, parameter in inspect.signature(self._sanitize_parameters).parameters.items()
+                     if parameter.kind != parameter.VAR_KEYWORD]
+            raise ValueError(f"{type(self).__name__} does not take {sorted(unknown)}; it takes: {', '.join(takes)}")
+
+
+class ImageReconstructionPipeline(_AutoencoderPipeline):
+    """`image-reconstruction`: image(s) -> the model's reconstruction(s) as PIL images.
+
+    ```python
+    reconstruct = pipeline("image-reconstruction", model=repo, trust_remote_code=True)
+    reconstruct(image)            # one PIL image
+    reconstruct([image1, image2]) # a list
+    ```
+    """
+
+    def _sanitize_parameters(self, resize=None, **unknown):
+        self._reject_unknown_options(unknown)
+        preprocess = {} if resize is None else {"resize": resize}
+        return preprocess, {}, {}
+
+    def preprocess(self, image, resize: bool = False):
+        # 1. image -> (1, C, H, W)
+        if self.is_text_model:
+            raise ValueError("image-reconstruction needs an image model; use text-reconstruction for this text model")
+        return self._to_model_inputs([image], resize)
+
+    def _forward(self, model_inputs):
+        # 2. encode -> decode with the posterior mean (deterministic)
+        return {"reconstruction": reconstruct(self.model, model_inputs)}
+
+    def postprocess(self, model_outputs):
+        # 3. (1, C, H, W) -> PIL
+        return pixel_values_to_images(model_outputs["reconstruction"])[0]
+
+
+class ImageDenoisingPipeline(_AutoencoderPipeline):
+    """`image-denoising`: image(s), clean with a `noise_std` to add, or already noisy -> the model's denoised output.
+
+    ```python
+    denoise = pipeline("image-denoising", model=repo, trust_remote_code=True)
+    out = denoise(image, noise_std=0.2, seed=0)   # adds N(0, 0.2^2) noise first (not clipped), then denoises
+    out["noisy"], out["denoised"]                 # PIL images (the noisy one clipped to [0, 1] for display)
+    denoise(noisy_image)                          # already noisy: denoised as it is
+    denoise(image, batch_statistics=True)         # BatchNorm on the image's own statistics (UNetAe)
+    ```
+    """
+
+    def _sanitize_parameters(self, noise_std=None, seed=None, generator=None, resize=None, batch_statistics=None,
+                             **unknown):
+        self._reject_unknown_options(unknown)
+        preprocess = {"generator": make_generator(generator, seed)}
+        if noise_std is not None:
+            if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or noise_std < 0:
+                raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
+            preprocess["noise_std"] = float(noise_std)
+        if resize is not None:
+            preprocess["resize"] = resize
+        forward = {} if batch_statistics is None else {"batch_statistics": bool(batch_statistics)}
+        return preprocess, forward, {}
+
+    def preprocess(self, image, resize: bool = False, noise_std: float = 0.0, generator=None):
+        # 1. image -> (1, C, H, W), plus Gaussian noise when asked
+        if self.is_text_model:
+            raise ValueError("image-denoising needs an image model; this is a text model")
+        pixel_values = self._to_model_inputs([image], resize)["pixel_values"]
+        if noise_std > 0:
+            noise = torch.randn(pixel_values.shape, generator=generator, dtype=pixel_values.dtype)
+            pixel_values = pixel_values + noise_std * noise
+        return {"pixel_values": pixel_values}
+
+    def _forward(self, model_inputs, batch_statistics=None):
+        # 2. noisy -> encode -> decode
+        noisy = model_inputs["pixel_values"]
+        if hasattr(self.model, "denoise"):
+            options = {} if batch_statistics is None else {"batch_statistics": batch_statistics}
+            denoised = self.model.denoise(noisy, **options)
+        elif batch_statistics:
+            raise ValueError(f"batch_statistics applies to BatchNorm models; {type(self.model).__name__} has none")
+        else:
+            denoised = reconstruct(self.model, model_inputs)
+        return {"noisy": noisy, "denoised": denoised}
+
+    def postprocess(self, model_outputs):
+        # 3. -> PIL
+        return {
+            "noisy": pixel_values_to_images(model_outputs["noisy"])[0],
+            "denoised": pixel_values_to_images(model_outputs["denoised"])[0],
+        }
+
+
+class TextReconstructionPipeline(_AutoencoderPipeline):
+    """`text-reconstruction`: text(s) -> the model's greedy reconstruction(s).
+
+    ```python
+    reconstruct = pipeline("text-reconstruction", model=repo, trust_remote_code=True)
+    reconstruct("x = 1")            # {"text": "x = 1"}
+    reconstruct(["a", "b"])         # a list of such dicts
+    ```
+    """
+
+    def _sanitize_parameters(self, max_new_tokens=None, **unknown):
+        self._reject_unknown_options(unknown)
+        return {}, ({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}), {}
+
+    def preprocess(self, text):
+        # 1. text -> token ids (1, L)
+        if not self.is_text_model:
+            raise ValueError("text-reconstruction needs a text model; use image-reconstruction for this image model")
+        return self._to_model_inputs([text])
+
+    def _forward(self, model_inputs, max_new_tokens=None):
+        # 2. encode -> greedy decode from the posterior mean
+        latents = self.model.encode(**model_inputs).latents
+        return {"token_ids": self.model.decode(latents, max_new_tokens=max_new_tokens).reconstruction}
+
+    def postprocess(self, model_outputs):
+        # 3. token ids -> text
+        return {"text": self._to_texts(model_outputs["token_ids"])[0]}
+
+
+class LatentInterpolationPipeline(_AutoencoderPipeline):
+    """`latent-interpolation`: two images (or texts) -> `num_steps` outputs along the latent path between them.
+
+    ```python
+    interpolate = pipeline("latent-interpolation", model=repo, trust_remote_code=True)
+    frames = interpolate([image_a, image_b], num_steps=8, method="slerp")
+    frames[0]["ratio"], frames[0]["image"]
+    lines = interpolate(["x = 1", "return y"], num_steps=11, validator="python")  # a text model
+    lines[5]["ratio"], lines[5]["text"], lines[5]["valid"]
+    ```
+    Returns a list of `{"ratio": float, "image": PIL.Image}` (images) or `{"ratio", "text"}` (texts, plus
+    `"valid"` when a `validator` is given: `"python"` = `ast.parse` accepts it, or any callable text -> bool),
+    ratios evenly spaced from 0 to 1.
+    """
+
+    def __call__(self, items, **kwargs):
+        if not isinstance(items, (list, tuple)) or len(items) != 2:
+            got = f"{len(items)} items" if isinstance(items, (list, tuple)) else type(items).__name__
+            raise ValueError(f"latent-interpolation takes a pair [start, end] of images or texts, got {got}")
+        # A tuple is one input to Pipeline.__call__ (a list would be a batch of separate inputs).
+        return super().__call__(tuple(items), **kwargs)
+
+    def _sanitize_parameters(self, num_steps=None, method=None, resize=None, validator=None, max_new_tokens=None,
+                             **unknown):
+        self._reject_unknown_options(unknown)
+        preprocess, forward, postprocess = {}, {}, {}
+        if resize is not None:
+            preprocess["resize"] = resize
+        if num_steps is not None:
+            forward["num_steps"] = num_steps
+        if method is not None:
+            forward["method"] = method
+        if max_new_tokens is not None:
+            forward["max_new_tokens"] = max_new_tokens
+        if validator is not None:
+            postprocess["validator"] = resolve_validator(validator)
+        return preprocess, forward, postprocess
+
+    def preprocess(self, items, resize: bool = False):
+        # 1. the pair -> (2, C, H, W) images or (2, L) token ids
+        return self._to_model_inputs(items, resize)
+
+    def _forward(self, model_inputs, num_steps: int = 8, method: str = "slerp", max_new_tokens=None):
+        if int(num_steps) < 2:
+            raise ValueError(f"num_steps must be >= 2 (both ends are included), got {num_steps}")
+        # 2. encode both ends (posterior means)
+        latents = self.model.encode(**model_inputs).latents
+        # 3. interpolate each latent token, decode the path
+        ratios = torch.linspace(0.0, 1.0, int(num_steps), device=latents.device)
+        path = self.model.interpolate_latents(latents[0], latents[1], ratios, method)
+        decode_kwargs = {"max_new_tokens": max_new_tokens} if self.is_text_model and max_new_tokens else {}
+        return {"ratios": ratios, "outputs": self.model.decode(path, **decode_kwargs).reconstruction}
+
+    def postprocess(self, model_outputs, validator=None):
+        # 4. images -> PIL; token ids -> text, checked by the validator
+        ratios = [round(ratio, 6) for ratio in model_outputs["ratios"].tolist()]
+        if not self.is_text_model:
+            if validator is not None:
+                raise ValueError("validators check text; this is an image model")
+            images = pixel_values_to_images(model_outputs["outputs"])
+            return [{"ratio": ratio, "image": image} for ratio, image in zip(ratios, images)]
+        frames = []
+        for ratio, text in zip(ratios, self._to_texts(model_outputs["outputs"])):
+            frame = {"ratio": ratio, "text": text}
+            if validator is not None:
+                frame["valid"] = bool(validator(text))
+            frames.append(frame)
+        return frames
+
+
+class AutoencoderGenerationPipeline(_AutoencoderPipeline):
+    """`autoencoder-generation`: `num_images` generated images as PIL images (texts for a text model).
+
+    ```python
+    generate = pipeline("autoencoder-generation", model=repo, trust_remote_code=True)
+    images = generate(16, seed=0)          # or generator=torch.Generator().manual_seed(0); prior samples (VAEs)
+    # any other keyword goes to model.sample, e.g. for a UNetAe:
+    images = generate(8, method="iterative_denoise", steps=30, schedule="linear", noise_mean=0.7, noise_std=0.2)
+    walks = generate(method="manifold_walk", images=[image_a, image_b], steps=60, latent_noise_std=0.1, gif=True)
+    walks[0]["image"], walks[0]["frames"], walks[0]["gif"]   # last frame, every frame, animated GIF bytes
+    ```
+    Returns a list of PIL images, or, when the model returns intermediate frames (`return_intermediates=True`, a
+    manifold walk), a list of `{"image", "frames"}` dicts (plus `"gif"` bytes with `gif=True`). `images=` are start
+    images, for methods that take them (`num_images` then defaults to their number).
+    """
+
+    def __call__(self, num_images: int | None = None, **kwargs):
+        if num_images is None:
+            num_images = len(kwargs["images"]) if kwargs.get("images") is not None else 1
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        if kwargs.get("images") is not None and len(kwargs["images"]) != num_images:
+            raise ValueError(f"num_images={num_images} but {len(kwargs['images'])} start images were given")
+        return super().__call__(num_images, **kwargs)
+
+    def _sanitize_parameters(self, generator=None, seed=None, images=None, resize=None, gif=None, gif_duration_ms=None,
+                             **sample_kwargs):
+        preprocess = {"images": images, "resize": bool(resize)}
+        forward = {"generator": make_generator(generator, seed), "sample_kwargs": sample_kwargs}
+        postprocess = {"gif": bool(gif)}
+        if gif_duration_ms is not None:
+            postprocess["gif_duration_ms"] = int(gif_duration_ms)
+        return preprocess, forward, postprocess
+
+    def preprocess(self, num_images, images=None, resize: bool = False):
+        inputs = {"num_images": num_images}
+        if images is not None:
+            inputs["pixel_values"] = self._to_model_inputs(list(images), resize)["pixel_values"]
+        return inputs
+
+    def _sample_options(self, sample_kwargs: dict) -> dict:
+        """Check the options against what `model.sample` (and the chosen method) accept; say which exist."""
+        targets = [self.model.sample]
+        method_parameter = inspect.signature(self.model.sample).parameters.get("method")
+        method = sample_kwargs.get("method", None if method_parameter is None else method_parameter.default)
+        if isinstance(method, str) and method in getattr(self.model, "generation_methods", ()):
+            targets.append(getattr(self.model, method))
+        accepted = set()
+        for target in targets:
+            accepted |= {
+                name for name, parameter in inspect.signature(target).parameters.items()
+                if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+            }
+        accepted -= {"num_samples", "generator"}
+        unknown = sorted(set(sample_kwargs) - accepted)
+        if unknown:
+            # start images arrive as `images=` and reach the model as pixel_values
+            takes = ", ".join(sorted(name.replace("pixel_values", "images") for name in accepted)) or "none"
+            raise ValueError(
+                f"{type(self.model).__name__} generation does not take {unknown}; it takes: {takes} "
+                "(plus num_images, seed/generator, gif)"
+            )
+        return sample_kwargs
+
+    def _forward(self, model_inputs, generator=None, sample_kwargs=None):
+        # 1. generate (the model knows its own prior or generation method)
+        options = dict(sample_kwargs or {})
+        if "pixel_values" in model_inputs:
+            options["pixel_values"] = model_inputs["pixel_values"]
+        options = self._sample_options(options)
+        result = self.model.sample(model_inputs["num_images"], generator=generator, **options)
+        if isinstance(result, torch.Tensor):
+            return {"samples": result, "intermediates": None}
+        return {"samples": result.samples, "intermediates": getattr(result, "intermediates", None)}
+
+    def postprocess(self, model_outputs, gif: bool = False, gif_duration_ms: int = 100):
+        if self.is_text_model:
+            return self._to_texts(model_outputs["samples"])
+        images = pixel_values_to_images(model_outputs["samples"])
+        intermediates = model_outputs["intermediates"]  # (T, B, C, H, W) or None
+        if intermediates is None:
+            if gif:
+                raise ValueError("gif=True needs frames: pass return_intermediates=True or use a manifold walk")
+            return images
+        frames_by_step = [pixel_values_to_images(step) for step in intermediates]
+        results = []
+        for index, image in enumerate(images):
+            frames = [step[index] for step in frames_by_step]
+            result = {"image": image, "frames": frames}
+            if gif:
+                result["gif"] = frames_to_gif(frames, gif_duration_ms)
+            results.append(result)
+        return results
+
+
+# task name -> class, used to register the pipelines when hf_ae is installed.
+AUTOENCODER_PIPELINE_CLASSES = {
+    "image-reconstruction": ImageReconstructionPipeline,
+    "image-denoising": ImageDenoisingPipeline,
+    "text-reconstruction": TextReconstructionPipeline,
+    "latent-interpolation": LatentInterpolationPipeline,
+    "autoencoder-generation": AutoencoderGenerationPipeline,
+}
