@@ -32,6 +32,13 @@ class AutoencoderTesterMixin:
         """input_modalities, as transformers' image models declare it (the default says "text")."""
         assert "image" in self.model_class.input_modalities
 
+    def test_declares_how_it_generates(self):
+        """The capabilities the library reads directly (no getattr with a default): the named generation methods,
+        each one `sample(method=...)` accepts, and whether `sample()` draws from a prior."""
+        model = self.make_model()
+        assert isinstance(self.model_class.generation_methods, tuple)
+        assert isinstance(model.can_sample_prior, bool)
+
     def test_encode_decode_forward_shapes(self):
         model = self.make_model()
         pixel_values = self.make_inputs(model.config)

@@ -336,3 +336,12 @@ def test_generation_pipeline_returns_images_frames_and_a_gif():
         generate(2, method="manifold_walk")
     with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 3\)"):
         generate(2, class_labels=[0, 5])
+
+
+def test_the_prior_declares_how_it_generates():
+    """The library reads these directly: the prior has no named generation methods, and `sample()` is not a draw from
+    a prior over its own latents (it is the prior), so the VAE sample paths of the evaluation and the saved samples
+    leave it to its own."""
+    prior = PatchPriorModel(PatchPriorConfig(num_codes=8, num_patches=4, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32))
+    assert PatchPriorModel.generation_methods == () and prior.can_sample_prior is False

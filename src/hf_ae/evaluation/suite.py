@@ -229,11 +229,11 @@ def generators(model) -> dict:
     """name -> function(num_samples, generator) -> images (n, C, H, W): every way this model generates."""
     if model.config.model_type == "patch_prior":  # a conditional prior cycles through the classes
         return {"patch_prior": lambda n, generator: model.sample(n, generator=generator).samples}
-    methods = getattr(model, "generation_methods", None)
+    methods = model.generation_methods
     if methods:
         return {method: (lambda n, generator, method=method: model.sample(n, method=method, generator=generator).samples)
                 for method in methods}
-    if getattr(model, "can_sample_prior", False) and getattr(model.config, "modality", "image") == "image":
+    if model.can_sample_prior and getattr(model.config, "modality", "image") == "image":
         return {"prior": lambda n, generator: model.sample(n, generator=generator)}
     return {}
 

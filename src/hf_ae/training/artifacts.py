@@ -46,7 +46,7 @@ def save_generation_images(model, pixel_values: torch.Tensor, folder: Path, num_
     """For models that generate without a prior (UNetAe): iterative denoising from noise, with its intermediate
     outputs, and a manifold walk from test images -> {title: file}."""
     images = {}
-    methods = getattr(model, "generation_methods", ())
+    methods = model.generation_methods
     if "iterative_denoise" in methods:
         steps = 30
         generated = model.sample(num_images, method="iterative_denoise", steps=steps, return_intermediates=True,
@@ -77,7 +77,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     save_reconstruction_grid(pixel_values, reconstruct(model, {"pixel_values": pixel_values}), folder / "reconstructions.png")
     images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
 
-    if getattr(model, "can_sample_prior", False):
+    if model.can_sample_prior:
         samples = model.sample(num_images, generator=torch.Generator().manual_seed(seed))
         save_grid(samples, folder / "samples.png", nrow=8)
         images["Samples from the prior"] = "samples.png"
@@ -155,7 +155,7 @@ def save_text_samples(model, tokenizer, eval_dataset, folder: Path, dataset_name
     samples = {
         "reconstructions": [{"input": t, "reconstruction": r} for t, r in zip(texts, reconstructions)],
     }
-    if getattr(model, "can_sample_prior", False):
+    if model.can_sample_prior:
         samples["prior_samples"] = decode(model.sample(num_texts, generator=torch.Generator().manual_seed(seed)))
     ratios = torch.linspace(0, 1, 11, device=model.device)
     path = decode(model.generate(model.interpolate_latents(latents[0], latents[rows.index(second)], ratios, "slerp")))

@@ -472,6 +472,10 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
     ```
     """
 
+    # Generation by a named method (UNetAe's iterative denoising, manifold walk): none here; `sample()` draws from the
+    # prior when `can_sample_prior`.
+    generation_methods: tuple[str, ...] = ()
+
     def __init__(self, config: FunnelVaeConfig):
         super().__init__(config)
         hidden = config.hidden_size

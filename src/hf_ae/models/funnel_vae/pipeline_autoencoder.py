@@ -389,7 +389,7 @@ class AutoencoderGenerationPipeline(_AutoencoderPipeline):
         targets = [self.model.sample]
         method_parameter = inspect.signature(self.model.sample).parameters.get("method")
         method = sample_kwargs.get("method", None if method_parameter is None else method_parameter.default)
-        if isinstance(method, str) and method in getattr(self.model, "generation_methods", ()):
+        if isinstance(method, str) and method in self.model.generation_methods:
             targets.append(getattr(self.model, method))
         accepted = set()
         for target in targets:

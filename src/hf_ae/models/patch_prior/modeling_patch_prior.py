@@ -190,6 +190,9 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
     `prior.sample(16, return_intermediates=True)` returns images and the frames of their filling in.
     """
 
+    # Generation by a named method (UNetAe's iterative denoising, manifold walk): none; `sample()` draws codes.
+    generation_methods: tuple[str, ...] = ()
+
     def __init__(self, config: PatchPriorConfig):
         super().__init__(config)
         self.transformer = LlamaModel(llama_config_for(config))
@@ -199,6 +202,12 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         # neither in state_dict() nor moved by .to(); `autoencoder` loads it on first use.
         object.__setattr__(self, "_autoencoder", None)
         self.post_init()
+
+    @property
+    def can_sample_prior(self) -> bool:
+        """False: this model is the prior. `sample()` draws codes and decodes them through its autoencoder; there is
+        no prior over latents of its own to sample, as a VAE has."""
+        return False
 
     def get_input_embeddings(self):
         """The code embedding of the transformer: Accelerate's FSDP2 preparation shards it as a unit of its own (the

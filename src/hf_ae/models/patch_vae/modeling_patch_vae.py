@@ -512,6 +512,10 @@ class PatchVaeModel(PatchVaePreTrainedModel):
     ```
     """
 
+    # Generation by a named method (UNetAe's iterative denoising, manifold walk): none here; `sample()` draws from the
+    # prior when `can_sample_prior` (a "kl" bottleneck).
+    generation_methods: tuple[str, ...] = ()
+
     def __init__(self, config: PatchVaeConfig):
         super().__init__(config)
         self.encoder = PatchVaeEncoder(config)
