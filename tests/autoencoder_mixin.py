@@ -38,6 +38,7 @@ class AutoencoderTesterMixin:
         model = self.make_model()
         assert isinstance(self.model_class.generation_methods, tuple)
         assert isinstance(model.can_sample_prior, bool)
+        assert model.modality == "image" and isinstance(model.can_interpolate, bool)
 
     def test_encode_decode_forward_shapes(self):
         model = self.make_model()

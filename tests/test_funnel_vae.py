@@ -526,3 +526,10 @@ def test_noise_helpers_draw_like_torch_and_take_symbolic_sizes_under_torch_compi
         compiled = torch.compile(lambda x, h=helper: h(x.shape, None, x.device, x.dtype), dynamic=True, backend="eager")
         for rows in (3, 5):
             assert compiled(torch.zeros(rows, 4)).shape == (rows, 4)
+
+
+def test_a_text_model_declares_text():
+    """model.modality, which the pipelines, the evaluation suite and the card read: the config's modality."""
+    model = text_model()
+    assert model.modality == "text" and model.can_interpolate is True
+    assert FunnelVaeModel.input_modalities == ("text", "image")

@@ -345,3 +345,4 @@ def test_the_prior_declares_how_it_generates():
     prior = PatchPriorModel(PatchPriorConfig(num_codes=8, num_patches=4, hidden_size=16, num_hidden_layers=1,
                                              num_attention_heads=2, intermediate_size=32))
     assert PatchPriorModel.generation_methods == () and prior.can_sample_prior is False
+    assert prior.modality == "image" and prior.can_interpolate is False  # no latents of its own

@@ -356,3 +356,10 @@ def test_saved_pipelines_are_listed(tmp_path):
     assert set(saved) == {"image-denoising", "image-reconstruction", "latent-interpolation", "autoencoder-generation"}
     denoise = transformers_pipeline("image-denoising", model=str(tmp_path), trust_remote_code=True)
     assert denoise(pil_digit())["denoised"].size == (8, 8)
+
+
+def test_skip_connections_make_latent_interpolation_meaningless():
+    """can_interpolate, which the evaluation suite and the saved interpolation strip read: with skip connections the
+    decoder also reads encoder features that a mix of two latents does not have."""
+    assert tiny_model().can_interpolate is True
+    assert tiny_model(skip_connections=True).can_interpolate is False

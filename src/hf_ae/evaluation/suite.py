@@ -66,7 +66,7 @@ class TaskNotApplicable(ValueError):
 
 
 def is_text_model(model) -> bool:
-    return getattr(model.config, "modality", "image") == "text"
+    return model.modality == "text"
 
 
 def require_encode_decode(model, task: str) -> None:
@@ -175,7 +175,7 @@ def probe_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str, 
 def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_name: str,
                        num_pairs: int = INTERPOLATION_PAIRS, num_points: int = INTERPOLATION_POINTS) -> dict:
     require_encode_decode(model, "interpolation")
-    if getattr(model.config, "skip_connections", False):
+    if not model.can_interpolate:
         raise TaskNotApplicable("interpolation decodes mixed latents alone; this UNetAe passes skip features from the "
                                 "encoder to the decoder, which have no interpolation")
     test = datasets["test"]
@@ -233,7 +233,7 @@ def generators(model) -> dict:
     if methods:
         return {method: (lambda n, generator, method=method: model.sample(n, method=method, generator=generator).samples)
                 for method in methods}
-    if model.can_sample_prior and getattr(model.config, "modality", "image") == "image":
+    if model.can_sample_prior and model.modality == "image":
         return {"prior": lambda n, generator: model.sample(n, generator=generator)}
     return {}
 

@@ -82,7 +82,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
         save_grid(samples, folder / "samples.png", nrow=8)
         images["Samples from the prior"] = "samples.png"
     images.update(save_generation_images(model, pixel_values, folder, num_images, seed))
-    if getattr(model.config, "skip_connections", False):
+    if not model.can_interpolate:
         return images  # the skip features of two images cannot be interpolated through the latents alone
 
     pair = image_rows(eval_dataset, [0, interpolation_partner(eval_dataset)]).to(model.device, model.dtype)
@@ -208,7 +208,7 @@ def render_card(model, metrics: dict, context: dict):
         context = {"deletion_recipe": funnel_vae_deletion_recipe(), **context}
     template = MODEL_CARDS_DIR / f"{config.model_type}.md"
     dataset = context["dataset"]
-    task_type = "text-reconstruction" if getattr(config, "modality", "image") == "text" else "image-reconstruction"
+    task_type = "text-reconstruction" if model.modality == "text" else "image-reconstruction"
     if config.model_type == "patch_prior":  # its metrics are likelihoods of held-out codes, not reconstructions
         task_type = "unconditional-image-generation"
     eval_results = [

@@ -920,6 +920,16 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         return token_ids[:, 1:]
 
     @property
+    def modality(self) -> str:
+        """What the model encodes and decodes: `config.modality`, "text" or "image"."""
+        return self.config.modality
+
+    @property
+    def can_interpolate(self) -> bool:
+        """True: the decoder reads only the latents, so decoding a mix of two inputs' latents is meaningful."""
+        return True
+
+    @property
     def can_sample_prior(self) -> bool:
         return self.config.regulariser in ("mmd", "kl")
 

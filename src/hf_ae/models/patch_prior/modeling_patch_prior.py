@@ -204,6 +204,16 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         self.post_init()
 
     @property
+    def modality(self) -> str:
+        """What the model generates: "image" (through its autoencoder)."""
+        return "image"
+
+    @property
+    def can_interpolate(self) -> bool:
+        """False: the prior has no latents of its own to interpolate (its autoencoder does)."""
+        return False
+
+    @property
     def can_sample_prior(self) -> bool:
         """False: this model is the prior. `sample()` draws codes and decodes them through its autoencoder; there is
         no prior over latents of its own to sample, as a VAE has."""

@@ -124,7 +124,7 @@ class _AutoencoderPipeline(Pipeline):
 
     @property
     def is_text_model(self) -> bool:
-        return getattr(self.model.config, "modality", "image") == "text"
+        return self.model.modality == "text"
 
     def _require_tokenizer(self):
         if self.tokenizer is None:

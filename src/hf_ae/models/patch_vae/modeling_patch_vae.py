@@ -706,6 +706,16 @@ class PatchVaeModel(PatchVaePreTrainedModel):
 
     # ------------------------------------------------------------------------------------ generation
     @property
+    def modality(self) -> str:
+        """What the model encodes and decodes: "image"."""
+        return "image"
+
+    @property
+    def can_interpolate(self) -> bool:
+        """True: the decoder reads only the latents, so decoding a mix of two images' latents is meaningful."""
+        return True
+
+    @property
     def can_sample_prior(self) -> bool:
         return self.config.bottleneck == "kl"
 

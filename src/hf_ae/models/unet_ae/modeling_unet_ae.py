@@ -567,6 +567,17 @@ class UNetAeModel(UNetAePreTrainedModel):
 
     # ------------------------------------------------------------------------------------ generation
     @property
+    def modality(self) -> str:
+        """What the model encodes and decodes: "image"."""
+        return "image"
+
+    @property
+    def can_interpolate(self) -> bool:
+        """Whether decoding a mix of two images' latents is meaningful: not with `skip_connections`, where the
+        decoder also reads encoder features that have no interpolation."""
+        return not self.config.skip_connections
+
+    @property
     def can_sample_prior(self) -> bool:
         """No prior over the latents: UNetAe generates by iterative denoising or a manifold walk instead."""
         return False
