@@ -303,25 +303,40 @@ class AugmentedImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict | None:
         index = int(index)
         row = self.rows[index]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.epoch) * 7_919 + index * 104_729)
-        if self.transform is None:  # stored arrays: only the flip
-            pixels = row["pixel_values"]
-            if self.flip and _draw(generator) < 0.5:
-                pixels = pixels.flip(-1)
-        else:
-            value = row[self.column]
-            try:
-                image = open_image(value, index)
-            except UnreadableImageError as error:
-                if not self.skip_unreadable:
-                    raise
-                warnings.warn(f"skipping it: {error}", stacklevel=2)
-                return None
-            pixels = self.transform(image, generator, name=describe_image(value, index))
-        item = {"pixel_values": pixels}
-        if "label" in row:
-            item["label"] = torch.as_tensor(row["label"])
-        return item
+        generator = draw_generator(self.seed, int(self.epoch), index)
+        if self.transform is not None:
+            return transformed_item(row, self.column, self.transform, generator, self.skip_unreadable, index)
+        pixels = row["pixel_values"]  # stored arrays: only the flip
+        if self.flip and _draw(generator) < 0.5:
+            pixels = pixels.flip(-1)
+        return with_label({"pixel_values": pixels}, row)
+
+
+def draw_generator(seed: int, epoch: int, key: int) -> torch.Generator:
+    """The generator of one image's random crop and flip: a pure function of (the run's seed, the epoch, the image's
+    key: its row, or for a stream its content digest), so workers, processes and resumption do not change it."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + key * 104_729) % 2**63)
+
+
+def with_label(item: dict, row: dict) -> dict:
+    if "label" in row:
+        item["label"] = torch.as_tensor(row["label"])
+    return item
+
+
+def transformed_item(row: dict, column: str, transform: ImageTransform, generator: torch.Generator,
+                     skip_unreadable: bool, index: int | None = None) -> dict | None:
+    """One stored row (an undecoded image in `column`) -> {"pixel_values", "label"?} through `transform` with the
+    draws of `generator`; None, with a warning naming the image, for an unreadable one when `skip_unreadable`."""
+    value = row[column]
+    try:
+        image = open_image(value, index)
+    except UnreadableImageError as error:
+        if not skip_unreadable:
+            raise
+        warnings.warn(f"skipping it: {error}", stacklevel=3)
+        return None
+    return with_label({"pixel_values": transform(image, generator, name=describe_image(value, index))}, row)
 
 
 def collate_readable(items: list[dict | None]) -> dict:

@@ -239,8 +239,7 @@ class TrainingData:
             return 0, 0
         if self.streaming:
             positions = check_resume(state, accelerator.num_processes, self.data_args.dataloader_num_workers)
-            epoch, batches = positions[accelerator.process_index]
-            return epoch, batches
+            return tuple(positions[accelerator.process_index])
         if state.get("streaming"):
             raise ValueError("this checkpoint was written by a --streaming run: its place in the data is a position in "
                              "the stream; resume it with --streaming")
@@ -297,7 +296,8 @@ class TrainingData:
     def probe_datasets(self) -> hf_datasets.DatasetDict:
         """A stream's first STREAM_PROBE_ROWS rows (shuffled with the run's seed) in memory, read like the test
         split; and the test split."""
-        stream = self.datasets["train"].shuffle(seed=self.train_args.seed, buffer_size=self.data_args.shuffle_buffer_size)
+        stream = stream_for_process(self.datasets["train"], self.train_args.seed, self.data_args.shuffle_buffer_size,
+                                    process_index=0, num_processes=1)
         test = self.datasets["test"]
         rows = list(stream.take(STREAM_PROBE_ROWS))
         on_the_fly = image_transform_of(test)

@@ -24,12 +24,10 @@ the split on the number of processes, so a resume with other counts is refused (
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from ..data.images import ImageTransform, UnreadableImageError, describe_image, open_image
+from ..data.images import ImageTransform, draw_generator, transformed_item
 from ..data.streaming import content_digest
 
 # Texts tokenized together and, with --group_by_length, sorted together: the chunk of LengthGroupedBatchSampler.
@@ -96,20 +94,11 @@ class StreamedImages(StreamedRows):
 
     def __iter__(self):
         for row in self.rows():
-            value = row[self.column]
-            try:
-                image = open_image(value)
-            except UnreadableImageError as error:
-                if not self.skip_unreadable:
-                    raise
-                warnings.warn(f"skipping it: {error}", stacklevel=2)
-                continue
-            digest = int(content_digest(value)[:15], 16)  # a 60-bit int: the row's identity, whatever its position
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + digest) % 2**63)
-            item = {"pixel_values": self.transform(image, generator, name=describe_image(value))}
-            if "label" in row:
-                item["label"] = torch.as_tensor(row["label"])
-            yield item
+            digest = int(content_digest(row[self.column])[:15], 16)  # the row's identity, whatever its position
+            item = transformed_item(row, self.column, self.transform, draw_generator(self.seed, self.epoch, digest),
+                                    self.skip_unreadable)
+            if item is not None:
+                yield item
 
 
 class StreamedTexts(StreamedRows):
