@@ -47,7 +47,7 @@ WORKERS = 2
 PATCH_VAE = ("hidden_size=256,num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024,patch_size=8,"
              "latent_dim=4")
 FUNNEL_VAE = ("hidden_size=256,intermediate_size=1024,num_attention_heads=4,decoder_num_attention_heads=4,"
-              "block_sizes=[2,2,2],decoder_num_layers=2,latent_dim=32,num_latent_tokens=8,max_sequence_length=256")
+              "block_sizes=[2,2,2],decoder_num_hidden_layers=2,latent_dim=32,num_latent_tokens=8,max_sequence_length=256")
 IMAGE_MODES = ("upfront", "on_the_fly", "streaming")
 TEXT_MODES = ("upfront", "streaming")
 

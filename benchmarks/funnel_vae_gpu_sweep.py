@@ -28,7 +28,7 @@ RESULTS = HERE / "results"
 UNALIGNED = "decoder_aligned_latents=False"
 FOUR_LATENTS = "num_latent_tokens=4,latent_dim=64"
 WIDE = ("hidden_size=256,intermediate_size=1024,num_attention_heads=8,decoder_num_attention_heads=8,"
-        "block_sizes=[2,2,2],decoder_num_layers=4")
+        "block_sizes=[2,2,2],decoder_num_hidden_layers=4")
 DELETION = "--input_token_deletion 0.1"  # a train.py argument, not a config override
 HALF_DELETION = f"{DELETION} --input_token_deletion_share 0.5"  # deletions in half of the texts, the rest clean
 
@@ -39,7 +39,7 @@ CONFIGS = {
     # The same model with noisy codes in training (a smoother decoder between codes).
     "noise": ("latent_noise_std=0.5", "", 256, 2e-3),
     # A Gaussian posterior per latent token with a KL term instead of MMD.
-    "kl": ("regulariser=kl,reg_weight=0.1", "", 256, 2e-3),
+    "kl": ("bottleneck=kl,reg_weight=0.1", "", 256, 2e-3),
     # MMD ten times heavier: codes pushed harder onto N(0, I), fewer holes between them.
     "mmd10": ("reg_weight=10.0", "", 256, 2e-3),
     # The interpolation losses: re-encode decoded mixes (cycle) and an ACAI critic.
@@ -47,13 +47,13 @@ CONFIGS = {
     # A byte-level BPE of 1024 tokens: about 3x fewer tokens per line.
     "bpe": ("", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
     # Four decoder layers instead of two (1.49M parameters): a stronger language model in the decoder.
-    "dec4": ("decoder_num_layers=4", "", 256, 2e-3),
+    "dec4": ("decoder_num_hidden_layers=4", "", 256, 2e-3),
     # Both: four decoder layers over a BPE of 1024 tokens.
-    "bpe_dec4": ("decoder_num_layers=4", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
+    "bpe_dec4": ("decoder_num_hidden_layers=4", "--tokenizer bpe --vocab_size 1024", 256, 2e-3),
     # Without aligned latents: valid, novel interpolations at a cost in reconstruction (README).
-    "unaligned": (f"decoder_num_layers=4,{UNALIGNED}", "", 256, 2e-3),
+    "unaligned": (f"decoder_num_hidden_layers=4,{UNALIGNED}", "", 256, 2e-3),
     # ... with half as many latent tokens, twice as wide (the quick CPU tries: 2 x 64 interpolated best).
-    "unaligned_l4": (f"decoder_num_layers=4,{UNALIGNED},{FOUR_LATENTS}", "", 256, 2e-3),
+    "unaligned_l4": (f"decoder_num_hidden_layers=4,{UNALIGNED},{FOUR_LATENTS}", "", 256, 2e-3),
     "wide": (WIDE, "", 256, 1e-3),
     "wide_noise": (f"{WIDE},latent_noise_std=0.5", "", 256, 1e-3),
     # The wide model without aligned latents: the most valid interpolations measured (README).
@@ -61,10 +61,10 @@ CONFIGS = {
     "wide_unaligned_l4": (f"{WIDE},{UNALIGNED},{FOUR_LATENTS}", "", 256, 1e-3),
     # Denoising training (10% of input tokens deleted): +12 points of valid interpolations for -4 points of token
     # accuracy on the CPU (README); with the wide model, the candidate for the whole goal.
-    "unaligned_del": (f"decoder_num_layers=4,{UNALIGNED}", DELETION, 256, 2e-3),
+    "unaligned_del": (f"decoder_num_hidden_layers=4,{UNALIGNED}", DELETION, 256, 2e-3),
     "wide_unaligned_del": (f"{WIDE},{UNALIGNED}", DELETION, 256, 1e-3),
     # ... in half of the texts only: on the CPU the same validity for -0.8 points of token accuracy (README).
-    "unaligned_half_del": (f"decoder_num_layers=4,{UNALIGNED}", HALF_DELETION, 256, 2e-3),
+    "unaligned_half_del": (f"decoder_num_hidden_layers=4,{UNALIGNED}", HALF_DELETION, 256, 2e-3),
     "wide_unaligned_half_del": (f"{WIDE},{UNALIGNED}", HALF_DELETION, 256, 1e-3),
 }
 SHOWN = ("train_steps", "train_minutes", "token_accuracy", "exact_lines", "valid", "valid_stderr", "valid_novel",

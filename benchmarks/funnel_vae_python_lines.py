@@ -41,8 +41,8 @@ FLOOR = {"token_accuracy": 0.896, "exact_lines": 0.27, "valid": 0.52, "valid_nov
          "valid_novel_nontrivial": 0.15}
 # The model: ~1M parameters, 8 latent tokens of 32 (pooling by 4, so the first 32 bytes' positions).
 MODEL_OVERRIDES = ("hidden_size=128,intermediate_size=256,num_attention_heads=4,decoder_num_attention_heads=4,"
-                   "block_sizes=[1,1,1],decoder_num_layers=2,latent_dim=32,num_latent_tokens=8,"
-                   "regulariser=mmd,reg_weight=1.0,reg_warmup_steps={warmup}")
+                   "block_sizes=[1,1,1],decoder_num_hidden_layers=2,latent_dim=32,num_latent_tokens=8,"
+                   "bottleneck=mmd,reg_weight=1.0,reg_warmup_steps={warmup}")
 
 
 def train_model(dataset, output_dir, max_steps, extra_overrides="", learning_rate=2e-3, batch_size=64, cpu=False,

@@ -38,7 +38,7 @@ RUNS = {
     },
     "kl": {
         "config_overrides": "bottleneck=kl,latent_dim=2,patch_size=4,hidden_size=128,num_hidden_layers=4,"
-        "intermediate_size=512,num_attention_heads=4,kl_weight=0.02",
+        "intermediate_size=512,num_attention_heads=4,reg_weight=0.02",
         "max_steps": 1500,
         "learning_rate": 1e-3,
         "input_noise_std": 0.0,

@@ -53,7 +53,7 @@ AUTOENCODERS = {
 }
 BITS = {"vq_6bit": 6, "fsq_6bit": 6, "vq_24bit": 24, "fsq_24bit": 24, "vq_80bit": 80, "fsq_80bit": 80}
 NUM_CODES = {"vq_6bit": 64, "fsq_6bit": 64, "vq_24bit": 64, "fsq_24bit": 64, "vq_80bit": 32, "fsq_80bit": 32}
-KL_MODEL = f"bottleneck=kl,latent_dim=2,patch_size=4,{BODY},kl_weight=0.02"
+KL_MODEL = f"bottleneck=kl,latent_dim=2,patch_size=4,{BODY},reg_weight=0.02"
 # name -> (autoencoder, conditional)
 # Two priors: a 1M-parameter one trained --prior_steps (it overfits 1,437 images: its test bits per image
 # pass the uniform guess's while its samples get better, largely by reproducing training images), and a small

@@ -22,13 +22,15 @@ LEARNING_RATE = 1e-3
 
 
 def _scores(encode, decode, train_images, test_images, train_labels, test_labels) -> dict:
+    from hf_ae.evaluation.measures import image_error_measures
     from hf_ae.evaluation.probe import svm_accuracy
 
     with torch.no_grad():
         train_latents = encode(train_images).flatten(1).numpy()
         test_latents = encode(test_images)
         reconstruction = decode(test_latents).reshape(test_images.shape)
-    mse = float(((reconstruction.clamp(0, 1) - test_images) ** 2).mean())
+    errors = ((reconstruction.clamp(0, 1) - test_images) ** 2).flatten(1).double()  # (N, values)
+    mse = image_error_measures(errors.sum(1).numpy(), [errors.shape[1]] * len(errors))["mse"]
     probe = svm_accuracy(train_latents, train_labels, test_latents.flatten(1).numpy(), test_labels)
     return {"mse": mse, "probe": probe}
 

@@ -100,8 +100,8 @@ def funnel_vae_config(hidden_size=256, encoder_layers=6, decoder_layers=2, max_s
         raise ValueError(f"encoder_layers must be a multiple of the 3 funnel blocks, got {encoder_layers}")
     return FunnelVaeConfig(
         hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_attention_heads=hidden_size // 64,
-        decoder_num_attention_heads=hidden_size // 64, block_sizes=[per_block] * 3, decoder_num_layers=decoder_layers,
-        max_sequence_length=max_sequence_length, latent_dim=32, num_latent_tokens=8, regulariser="mmd",
+        decoder_num_attention_heads=hidden_size // 64, block_sizes=[per_block] * 3, decoder_num_hidden_layers=decoder_layers,
+        max_sequence_length=max_sequence_length, latent_dim=32, num_latent_tokens=8, bottleneck="mmd",
         reg_weight=1.0, reg_warmup_steps=1, **overrides,
     )
 
@@ -147,7 +147,7 @@ def patch_vae(batches, hidden_size=256, num_layers=4, latent_dim=4, patch_size=4
     config = PatchVaeConfig(
         image_size=image_size, num_channels=3, patch_size=patch_size, hidden_size=hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=hidden_size // 64, intermediate_size=4 * hidden_size,
-        latent_dim=latent_dim, bottleneck="kl", kl_weight=1e-3,
+        latent_dim=latent_dim, bottleneck="kl", reg_weight=1e-3,
     )
     model = PatchVaeModel(config)
     return Workload(

@@ -23,7 +23,7 @@ DEMO_TRAINING = [
     "--model", "patch_vae",
     "--dataset", "digits",
     "--config_overrides",
-    "bottleneck=kl,latent_dim=2,patch_size=4,hidden_size=128,num_hidden_layers=4,intermediate_size=512,kl_weight=0.02",
+    "bottleneck=kl,latent_dim=2,patch_size=4,hidden_size=128,num_hidden_layers=4,intermediate_size=512,reg_weight=0.02",
     "--max_steps", "1500",
     "--per_device_train_batch_size", "64",
     "--learning_rate", "1e-3",
@@ -91,7 +91,7 @@ def main():
     print(f"\n=== PatchVae on digits ({results['global_step']} steps, {results['train_runtime_seconds']:.0f} s) ===")
     print(f"test MSE per pixel  {results['eval_mse']:.4f}")
     print(f"test PSNR           {results['eval_psnr']:.2f} dB")
-    print(f"test KL (per pixel) {results['eval_kl_loss']:.4f}")
+    print(f"test KL (per pixel) {results['eval_reg_loss']:.4f}")
     print(format_probe_table(probe))
     print(f"\nfiles in {model_dir}: {', '.join(sorted(p.name for p in model_dir.iterdir() if p.is_file()))}")
 

@@ -81,7 +81,7 @@ LEARNING_RATE = 1e-3
 TINY_PATCH = dict(image_size=8, num_channels=1, patch_size=4, hidden_size=16, num_hidden_layers=1,
                   decoder_num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, latent_dim=4)
 TINY_FUNNEL = dict(hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2, intermediate_size=32,
-                   block_sizes=[1, 1], latent_dim=4, decoder_num_layers=1)
+                   block_sizes=[1, 1], latent_dim=4, decoder_num_hidden_layers=1)
 TINY_UNET = dict(image_size=8, num_channels=1, block_out_channels=[8, 16], norm_num_groups=4, attention_head_dim=8)
 TINY_PRIOR = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
 TEXTS = ["x = 1", "return foo(bar)", "import os", "def f(a, b):", "pass", "y = [i for i in z]", "del q", "a += 1"]
@@ -142,9 +142,9 @@ def model_specs() -> dict:
         "patch_vae_vq_learned": (patch_vae(bottleneck="vq", codebook_size=8, vq_ema=False), image_batch),
         "funnel_vae_text": (funnel(num_latent_tokens=4, max_sequence_length=32), text_batch_maker()),
         "funnel_vae_image": (funnel(modality="image", image_size=8, patch_size=2, num_latent_tokens=None,
-                                    regulariser="kl"), image_batch),
+                                    bottleneck="kl"), image_batch),
         "unet_ae": (unet(), image_batch),  # norm="batch", the default
-        "unet_ae_group_attention": (unet(norm="group", attention="dot", attention_resolutions=[4], bottleneck="mlp",
+        "unet_ae_group_attention": (unet(norm="group", attention="dot", attention_resolutions=[4], mlp_bottleneck=True,
                                          latent_dim=6, mlp_hidden_dim=16), image_batch),
         "patch_prior": (prior, code_batch),
     }

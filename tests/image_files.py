@@ -5,7 +5,7 @@ from PIL import Image
 
 TINY_PATCH_VAE = "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32,patch_size=4"
 TINY_FUNNEL_VAE = ("hidden_size=16,intermediate_size=32,num_attention_heads=2,decoder_num_attention_heads=2,"
-                   "block_sizes=[1,1],decoder_num_layers=1,latent_dim=4,num_latent_tokens=4")
+                   "block_sizes=[1,1],decoder_num_hidden_layers=1,latent_dim=4,num_latent_tokens=4")
 
 
 def make_photo_folder(root, count=24):

@@ -73,3 +73,31 @@ def test_fix_rewrites_drifted_copies_from_their_sources(tmp_path):
                                   "    def own(self):\n        return 1\n")
     assert (root / "hf_ae" / "models" / "b" / "shared.py").read_text() == (
         "# Copied from hf_ae.models.a.shared\ndef helper(x):\n    return x + 1\n\n\nclass AThing:\n    pass\n")
+
+
+NEUTRAL_MODULES = ("modeling_autoencoder", "configuration_autoencoder", "pipeline_autoencoder")
+
+
+def test_every_model_folder_holds_a_checked_copy_of_each_neutral_module():
+    """The contract, the config helpers and the pipelines are written once in hf_ae/models/ and copied whole into
+    each model folder (the Hub receives the folder alone): a folder without the marker would go unchecked."""
+    models = REPO_ROOT / "src" / "hf_ae" / "models"
+    folders = sorted(p for p in models.iterdir() if (p / "__init__.py").exists())
+    assert len(folders) == 4
+    for folder in folders:
+        for name in NEUTRAL_MODULES:
+            first_line = (folder / f"{name}.py").read_text().splitlines()[0]
+            assert first_line == f"# Copied from hf_ae.models.{name}", (folder.name, name)
+
+
+def test_metric_modules_copy_the_library_measures():
+    """The `evaluate` modules compute with checked copies of hf_ae.evaluation.measures, not their own arithmetic."""
+    metrics = REPO_ROOT / "src" / "hf_ae" / "evaluation" / "metrics"
+    expected = {
+        "image_reconstruction": ("psnr", "image_error_measures"),
+        "text_reconstruction": ("token_measures",),
+    }
+    for module, names in expected.items():
+        text = (metrics / module / f"{module}.py").read_text()
+        for name in names:
+            assert f"# Copied from hf_ae.evaluation.measures.{name}\n" in text, (module, name)

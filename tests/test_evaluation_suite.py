@@ -142,7 +142,7 @@ def test_a_model_without_a_decoder_is_told_what_to_evaluate_instead(digits, tmp_
                                              num_attention_heads=2, intermediate_size=32))
     results = evaluate_model(prior, digits, ["reconstruction", "probe"], tmp_path)
     for task in ("reconstruction", "probe"):
-        assert "has no encode or decode (a patch prior generates" in results["tasks"][task]["error"]
+        assert "has no encoder (a patch prior generates" in results["tasks"][task]["error"]
 
 
 def test_text_model_reconstruction_matches_the_training_evaluation(tmp_path):
@@ -152,7 +152,7 @@ def test_text_model_reconstruction_matches_the_training_evaluation(tmp_path):
     torch.manual_seed(0)
     model = FunnelVaeModel(FunnelVaeConfig(hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2,
                                            intermediate_size=32, block_sizes=[1, 1], latent_dim=4,
-                                           decoder_num_layers=1, num_latent_tokens=4, max_sequence_length=32)).eval()
+                                           decoder_num_hidden_layers=1, num_latent_tokens=4, max_sequence_length=32)).eval()
     results = evaluate_model(model, {"train": split, "test": split}, ["reconstruction"], tmp_path, tokenizer)
     tokenized = split.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text", "label"])
     # one batch of the six texts padded together, as the suite batches them (256 per batch): the same padded inputs
@@ -356,7 +356,7 @@ def test_text_interpolation_uses_the_python_validator(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = FunnelVaeModel(FunnelVaeConfig(hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2,
                                            intermediate_size=32, block_sizes=[1, 1], latent_dim=4,
-                                           decoder_num_layers=1, num_latent_tokens=4, max_sequence_length=32)).eval()
+                                           decoder_num_hidden_layers=1, num_latent_tokens=4, max_sequence_length=32)).eval()
     data = {"train": split, "test": split}
     calls = []
 

@@ -15,7 +15,7 @@ from hf_ae import FunnelVaeConfig, FunnelVaeModel
 from hf_ae.models.funnel_vae.modeling_funnel_vae import funnel_pool, mmd_loss
 
 TINY = dict(hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2, intermediate_size=32,
-            block_sizes=[1, 1], latent_dim=4, decoder_num_layers=1)
+            block_sizes=[1, 1], latent_dim=4, decoder_num_hidden_layers=1)
 TOKENIZER = ByT5Tokenizer(extra_ids=0)
 TEXTS = ["x = 1", "return foo(bar)", "import os", "def f(a, b):"]
 
@@ -36,7 +36,7 @@ def assert_greedy_path_has_a_margin(model, latents, tokens, margin=1e-4):
     row's first </s>, each leading the runner-up by more than `margin`. Cached and uncached decoding (or any two
     kernels) differ by ~1e-7 in the logits, so with this margin their greedy tokens must agree; without it, an
     equality between them would hang on a near-tie."""
-    logits = model.decode(latents, decoder_input_ids=model.shift_right(tokens)).logits  # (B, T, vocab)
+    logits = model.decoder_logits(latents, model.shift_right(tokens))  # (B, T, vocab)
     is_eos = tokens == model.config.eos_token_id
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0  # (B, T): padding written after </s>
     top2 = logits[~after_eos].topk(2, dim=-1).values
@@ -54,7 +54,7 @@ class TestFunnelVaeImages(AutoencoderTesterMixin):
 
     def tiny_config(self, **overrides):
         return FunnelVaeConfig(**{**TINY, "modality": "image", "image_size": 8, "patch_size": 2,
-                                  "num_latent_tokens": None, "regulariser": self.regulariser,
+                                  "num_latent_tokens": None, "bottleneck": self.regulariser,
                                   "reg_schedule": "constant", **overrides})
 
     def test_latents_one_vector_per_pooled_patch(self):
@@ -66,10 +66,10 @@ class TestFunnelVaeImages(AutoencoderTesterMixin):
     def test_prior_samples_are_images(self):
         model = self.make_model()
         if self.regulariser == "none":
-            with pytest.raises(ValueError, match="prior sampling needs regulariser"):
+            with pytest.raises(ValueError, match="prior sampling needs bottleneck"):
                 model.sample(2)
             return
-        samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+        samples = model.sample(2, generator=torch.Generator().manual_seed(0)).samples
         assert samples.shape == (2, 1, 8, 8)
 
 
@@ -78,7 +78,7 @@ class TestFunnelVaeImages(AutoencoderTesterMixin):
     "overrides, field",
     [
         ({"modality": "audio"}, "modality"),
-        ({"regulariser": "wasserstein"}, "regulariser"),
+        ({"bottleneck": "wasserstein"}, "bottleneck"),
         ({"reg_schedule": "cosine"}, "reg_schedule"),
         ({"mmd_kernel": "laplace"}, "mmd_kernel"),
         ({"pooling_type": "min"}, "pooling_type"),
@@ -172,7 +172,7 @@ def test_text_forward_shapes_and_loss():
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"num_latent_tokens": None}, {"regulariser": "kl"}, {"mmd_kernel": "rbf"}, {"pooling_type": "max"}],
+    "overrides", [{"num_latent_tokens": None}, {"bottleneck": "kl"}, {"mmd_kernel": "rbf"}, {"pooling_type": "max"}],
     ids=["all_pooled_tokens", "kl", "rbf_kernel", "max_pooling"],
 )
 def test_text_variants_give_their_latents_and_a_regulariser_that_reaches_the_encoder(overrides):
@@ -200,7 +200,7 @@ def test_padding_does_not_change_latents_or_logits(pooling_type):
 
 
 def test_text_model_overfits_a_batch_and_reconstructs_it_greedily():
-    model = text_model(regulariser="none", hidden_size=32, intermediate_size=64).train()
+    model = text_model(bottleneck="none", hidden_size=32, intermediate_size=64).train()
     batch = text_batch()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     # 300 steps: at 150 one kernel set (ATEN_CPU_CAPABILITY=default, one thread) sat on a loss spike with one wrong
@@ -251,17 +251,17 @@ def test_sampling_options_without_do_sample_are_an_error():
 
 
 def test_prior_samples_decode_with_the_sampling_options_of_generate():
-    model = text_model(regulariser="mmd")
-    greedy = model.sample(3, generator=torch.Generator().manual_seed(0), max_new_tokens=6)
+    model = text_model(bottleneck="mmd")
+    greedy = model.sample(3, generator=torch.Generator().manual_seed(0), max_new_tokens=6).samples
     latents = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(greedy, model.generate(latents, max_new_tokens=6))
     options = {"do_sample": True, "top_k": 5, "top_p": 0.9, "max_new_tokens": 6}
-    sampled = model.sample(3, generator=torch.Generator().manual_seed(0), token_temperature=0.7, **options)
+    sampled = model.sample(3, generator=torch.Generator().manual_seed(0), token_temperature=0.7, **options).samples
     # the generator draws the prior latents first, then the tokens: the same stream as generate after randn
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(3, 4, 4, generator=generator)
     assert torch.equal(sampled, model.generate(latents, temperature=0.7, generator=generator, **options))
-    hot = [model.sample(3, generator=torch.Generator().manual_seed(0), token_temperature=50.0, **options)
+    hot = [model.sample(3, generator=torch.Generator().manual_seed(0), token_temperature=50.0, **options).samples
            for _ in range(2)]
     assert torch.equal(*hot) and not torch.equal(hot[0], greedy)
     image_model = FunnelVaeModel(FunnelVaeConfig(**{**TINY, "modality": "image", "image_size": 8, "patch_size": 2,
@@ -271,8 +271,8 @@ def test_prior_samples_decode_with_the_sampling_options_of_generate():
 
 
 def test_sliding_window_equals_full_attention_on_shorter_sequences_and_limits_longer_ones():
-    full = text_model(decoder_num_layers=1)
-    windowed = text_model(decoder_num_layers=1, decoder_sliding_window=8)
+    full = text_model(decoder_num_hidden_layers=1)
+    windowed = text_model(decoder_num_hidden_layers=1, decoder_sliding_window=8)
     windowed.load_state_dict(full.state_dict())
     batch = text_batch(["x = 1"])  # 6 tokens < window
     assert torch.equal(full(**batch).logits, windowed(**batch).logits)
@@ -284,8 +284,8 @@ def test_sliding_window_equals_full_attention_on_shorter_sequences_and_limits_lo
     changed = decoder_inputs.clone()
     changed[0, 0] = (changed[0, 0] + 1 - 3) % 256 + 3
     def changed_positions(model):
-        logits = model.decode(latents, decoder_input_ids=decoder_inputs).logits[0]
-        logits_changed = model.decode(latents, decoder_input_ids=changed).logits[0]
+        logits = model.decoder_logits(latents, decoder_inputs)[0]
+        logits_changed = model.decoder_logits(latents, changed)[0]
         return [t for t in range(12) if not torch.allclose(logits[t], logits_changed[t])]
 
     assert changed_positions(full) == list(range(12))
@@ -341,11 +341,11 @@ def test_bad_text_inputs_raise_clear_errors(call, message):
 @pytest.mark.parametrize("modality", ["text", "image"])
 def test_cycle_loss_reaches_encoder_and_decoder_and_can_be_minimised(modality):
     if modality == "text":
-        model, inputs = text_model(cycle_weight=1.0, regulariser="none"), text_batch()
+        model, inputs = text_model(cycle_weight=1.0, bottleneck="none"), text_batch()
     else:
         torch.manual_seed(0)
         model = FunnelVaeModel(FunnelVaeConfig(**TINY, modality="image", patch_size=2, num_latent_tokens=None,
-                                               cycle_weight=1.0, regulariser="none"))
+                                               cycle_weight=1.0, bottleneck="none"))
         inputs = {"pixel_values": torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))}
     model.train()
     outputs = model(**inputs, generator=torch.Generator().manual_seed(0))
@@ -365,7 +365,7 @@ def test_cycle_loss_reaches_encoder_and_decoder_and_can_be_minimised(modality):
 
 
 def test_acai_critic_learns_the_ratio_and_its_own_loss_only_trains_the_critic():
-    model = text_model(critic_weight=1.0, regulariser="none").train()
+    model = text_model(critic_weight=1.0, bottleneck="none").train()
     batch = text_batch()
     outputs = model(**batch, generator=torch.Generator().manual_seed(0))
     assert outputs.critic_loss is not None and outputs.adversarial_loss is not None
@@ -398,7 +398,7 @@ def test_interpolation_losses_are_off_by_default():
 
 # ---------------------------------------------------------------------------------------------- save / load / pipelines
 def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
-    model = text_model(regulariser="mmd")
+    model = text_model(bottleneck="mmd")
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     TOKENIZER.save_pretrained(folder)
@@ -407,7 +407,7 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
         expected = model.generate(model.encode(**text_batch(["x = 1", "import os"])).latents).tolist()
         expected_alone = model.generate(model.encode(**text_batch(["x = 1"])).latents).tolist()  # as the pipeline runs it
         expected_sampled = model.sample(2, generator=torch.Generator().manual_seed(0), do_sample=True,
-                                        token_temperature=2.0, top_k=5, max_new_tokens=6)
+                                        token_temperature=2.0, top_k=5, max_new_tokens=6).samples
     code = textwrap.dedent(
         f"""
         import sys, json
@@ -465,7 +465,7 @@ def test_text_model_and_tokenizer_load_as_remote_code_with_pipelines(tmp_path):
 
 
 def test_latent_noise_only_perturbs_training_decodes():
-    noisy, clean = text_model(latent_noise_std=0.5, regulariser="none"), text_model(regulariser="none")
+    noisy, clean = text_model(latent_noise_std=0.5, bottleneck="none"), text_model(bottleneck="none")
     batch = text_batch()
     # evaluation: no noise, the same model as without the option
     assert torch.equal(noisy(**batch).logits, clean(**batch).logits)

@@ -27,12 +27,12 @@ from hf_ae.training.data_kinds import delete_input_tokens
 
 TINY_TEXT = (
     "hidden_size=16,intermediate_size=32,num_attention_heads=2,decoder_num_attention_heads=2,block_sizes=[1,1],"
-    "latent_dim=4,num_latent_tokens=4,decoder_num_layers=1"
+    "latent_dim=4,num_latent_tokens=4,decoder_num_hidden_layers=1"
 )
 # Small enough to train 400 steps in ~10 s on 2 CPU cores, big enough to learn digits (see the collapse test).
 SMALL_IMAGE = (
     "hidden_size=32,intermediate_size=64,num_attention_heads=2,decoder_num_attention_heads=2,block_sizes=[1,1],"
-    "latent_dim=4,decoder_num_layers=1,patch_size=2,num_latent_tokens=null"
+    "latent_dim=4,decoder_num_hidden_layers=1,patch_size=2,num_latent_tokens=null"
 )
 TEXT_TRAIN_SAMPLES, TEXT_EVAL_SAMPLES = 60, 30
 IMAGE_TRAIN_SAMPLES, IMAGE_EVAL_SAMPLES = 300, 64
@@ -90,7 +90,7 @@ def test_card_states_the_aligned_latents_trade_off(aligned):
     """The card says which way the decoder reads the latents and what that costs: users pick
     decoder_aligned_latents=False for interpolation from it."""
     config = FunnelVaeConfig(vocab_size=259, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                             decoder_num_attention_heads=2, block_sizes=[1, 1], decoder_num_layers=1, latent_dim=4,
+                             decoder_num_attention_heads=2, block_sizes=[1, 1], decoder_num_hidden_layers=1, latent_dim=4,
                              decoder_aligned_latents=aligned)
     context = {"dataset": "python-lines", "model_name": "m", "train_args": {}, "epochs": 1.0,
                "train_runtime_seconds": 1.0}
@@ -128,7 +128,7 @@ def deletion_recipe_sentence(paths) -> str:
 def test_card_quotes_the_deletion_recipe_from_the_results_files(tmp_path, monkeypatch):
     """The figures are read when the card is rendered: other results give another sentence, none gives none."""
     config = FunnelVaeConfig(vocab_size=259, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                             decoder_num_attention_heads=2, block_sizes=[1, 1], decoder_num_layers=1, latent_dim=4)
+                             decoder_num_attention_heads=2, block_sizes=[1, 1], decoder_num_hidden_layers=1, latent_dim=4)
     context = {"dataset": "python-lines", "model_name": "m", "train_args": {}, "epochs": 1.0,
                "train_runtime_seconds": 1.0}
     copies = []

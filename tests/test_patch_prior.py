@@ -2,6 +2,7 @@
 vq PatchVae: loss and causality, the KV-cached sampling loop, sampling options and their checks, class conditioning,
 saving without the autoencoder, the patch-by-patch frames, the likelihood metrics and the generation pipeline."""
 
+import inspect
 import io
 import json
 import math
@@ -74,7 +75,9 @@ def test_config_names_the_bad_field(overrides, message):
 def test_forward_returns_mean_cross_entropy_per_code_and_code_logits():
     prior = make_prior()
     codes = random_codes()
-    outputs = prior(input_ids=codes, generator=torch.Generator().manual_seed(0))  # the trainer passes a generator
+    outputs = prior(input_ids=codes)
+    # the loss draws no noise: forward takes no generator, and the trainer passes none
+    assert "generator" not in inspect.signature(prior.forward).parameters
     assert outputs.logits.shape == (3, 6, 12)
     # the mean over codes of -log p(code): written out from the logits, and a known answer for uniform logits
     log_probabilities = outputs.logits.log_softmax(-1).gather(-1, codes.unsqueeze(-1))  # (3, 6, 1)
@@ -283,15 +286,25 @@ def test_saved_prior_holds_no_autoencoder_and_loads_it_lazily(tmp_path):
     assert config["autoencoder_name_or_path"] == str(tmp_path / "vq") and config["num_classes"] == 2
 
     reloaded = PatchPriorModel.from_pretrained(tmp_path / "prior").eval()
-    assert reloaded._autoencoder is None  # not loaded until something is decoded
+    assert "autoencoder" not in dict(reloaded.named_children())  # not loaded until something is decoded
     codes = random_codes(num_patches=16)
     labels = torch.tensor([0, 1, 1])
     assert torch.allclose(reloaded(input_ids=codes, class_labels=labels).logits,
                           prior(input_ids=codes, class_labels=labels).logits, atol=1e-6)
     out = reloaded.sample(2, class_labels=[1, 0], generator=0)
-    assert reloaded._autoencoder is not None and "autoencoder" not in dict(reloaded.named_modules())
+    # loaded from the config's path into the module tree: a frozen submodule in eval mode, even when the prior trains
+    loaded = dict(reloaded.named_children())["autoencoder"]
+    assert loaded is reloaded.autoencoder and type(loaded).__name__ == "PatchVaeModel"
+    assert not any(p.requires_grad for p in loaded.parameters())
+    reloaded.train()
+    assert reloaded.training and not loaded.training
     assert torch.allclose(out.samples, autoencoder.decode_codes(out.codes).reconstruction.clamp(0, 1), atol=1e-6)
     assert torch.equal(out.codes, prior.generate_codes(2, class_labels=[1, 0], generator=0))
+    # still never part of the prior's weights: not in its state dict, not expected when loading one
+    assert set(reloaded.state_dict()) == set(weights)
+    reloaded.load_state_dict(prior.state_dict())  # strict: the attached autoencoder is not "missing"
+    reloaded.save_pretrained(tmp_path / "again")
+    assert set(load_file(tmp_path / "again" / "model.safetensors")) == set(weights)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -339,10 +352,9 @@ def test_generation_pipeline_returns_images_frames_and_a_gif():
 
 
 def test_the_prior_declares_how_it_generates():
-    """The library reads these directly: the prior has no named generation methods, and `sample()` is not a draw from
-    a prior over its own latents (it is the prior), so the VAE sample paths of the evaluation and the saved samples
-    leave it to its own."""
+    """The library reads these directly: the prior has no named generation methods; `sample()` draws from it (the
+    prior over its autoencoder's codes); it has no encoder and no latents of its own to interpolate."""
     prior = PatchPriorModel(PatchPriorConfig(num_codes=8, num_patches=4, hidden_size=16, num_hidden_layers=1,
                                              num_attention_heads=2, intermediate_size=32))
-    assert PatchPriorModel.generation_methods == () and prior.can_sample_prior is False
-    assert prior.modality == "image" and prior.can_interpolate is False  # no latents of its own
+    assert PatchPriorModel.generation_methods == () and prior.can_sample_prior is True
+    assert prior.modality == "image" and prior.can_interpolate is False and prior.can_encode is False

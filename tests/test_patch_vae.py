@@ -40,13 +40,13 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
         assert latents.shape == (3, model.config.num_patches, model.config.latent_dim) == (3, 4, 2)
 
     def test_loss_is_reconstruction_plus_weighted_kl(self):
-        model = self.make_model(kl_weight=0.3)
+        model = self.make_model(reg_weight=0.3)
         pixel_values = self.make_inputs(model.config)
         outputs = model(pixel_values)
         expected_recon = torch.nn.functional.mse_loss(outputs.reconstruction, pixel_values)
         assert torch.allclose(outputs.recon_loss, expected_recon)
         if self.bottleneck == "vq":  # learned codebook: + commitment (weight 0.25) + codebook loss, no KL
-            assert outputs.kl_loss.item() == 0.0 and outputs.commitment_loss > 0
+            assert outputs.reg_loss.item() == 0.0 and outputs.commitment_loss > 0
             assert torch.allclose(outputs.codebook_loss, outputs.commitment_loss)  # the same distance, two gradients
             assert torch.allclose(outputs.loss, outputs.recon_loss + 0.25 * outputs.commitment_loss + outputs.codebook_loss)
             # commitment pulls the encoder towards its codes; the codebook loss pulls the codes towards the encoder
@@ -57,20 +57,20 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
             assert commitment[0].abs().sum() == 0 and commitment[1].abs().sum() > 0
             assert pull[0].abs().sum() > 0 and pull[1].abs().sum() == 0
             return
-        assert torch.allclose(outputs.loss, outputs.recon_loss + 0.3 * outputs.kl_loss)
+        assert torch.allclose(outputs.loss, outputs.recon_loss + 0.3 * outputs.reg_loss)
         if self.bottleneck in ("none", "fsq"):
-            assert outputs.kl_loss.item() == 0.0 and outputs.latent_mean is None
+            assert outputs.reg_loss.item() == 0.0 and outputs.latent_mean is None
         else:
-            assert outputs.kl_loss > 0
+            assert outputs.reg_loss > 0
             # an explicit weight (the warm-up) overrides the config's
-            assert torch.allclose(model(pixel_values, kl_weight=0.0).loss, outputs.recon_loss)
+            assert torch.allclose(model(pixel_values, reg_weight=0.0).loss, outputs.recon_loss)
             # Known answers: a posterior N(1, 1) per value has KL 0.5 * (1 + 1 - 1 - 0) = 0.5; N(0, 4) has
             # 0.5 * (4 - 1 - ln 4). Summed over 4 patches x 2 dims, divided by the 64 values of an image.
             with torch.no_grad():
                 model.bottleneck.proj.weight.zero_()
                 for mean, logvar, expected in ((1.0, 0.0, 0.5 * 8 / 64), (0.0, math.log(4), (1.5 - math.log(2)) * 8 / 64)):
                     model.bottleneck.proj.bias.copy_(torch.tensor([mean, mean, logvar, logvar]))
-                    assert model(pixel_values).kl_loss.item() == pytest.approx(expected, rel=1e-5)
+                    assert model(pixel_values).reg_loss.item() == pytest.approx(expected, rel=1e-5)
 
     def test_training_forward_samples_posterior_eval_forward_uses_mean(self):
         model = self.make_model()
@@ -97,11 +97,14 @@ class TestPatchVaeModel(AutoencoderTesterMixin):
             with pytest.raises(ValueError, match="bottleneck='kl'"):
                 model.sample(2)
             return
-        first = model.sample(4, generator=torch.Generator().manual_seed(0))
-        again = model.sample(4, generator=torch.Generator().manual_seed(0))
-        other = model.sample(4, generator=torch.Generator().manual_seed(1))
+        output = model.sample(4, generator=torch.Generator().manual_seed(0))
+        first = output.samples
+        again = model.sample(4, generator=torch.Generator().manual_seed(0)).samples
+        other = model.sample(4, generator=torch.Generator().manual_seed(1)).samples
         assert first.shape == (4, 1, 8, 8)
         assert torch.equal(first, again) and not torch.allclose(first, other)
+        # the latents that were decoded come with the samples
+        assert torch.equal(model.decode(output.latents).reconstruction, first)
 
 
 def test_bce_reconstruction_is_sigmoid_and_checks_target_range():
@@ -143,8 +146,9 @@ def test_labels_are_reconstruction_targets():
         ("fsq_levels", [8, 1], "fsq_levels must be a non-empty list of integers >= 2"),
         ("reconstruction_loss", "l1", "reconstruction_loss must be one of"),
         ("latent_dim", 0, "latent_dim must be a positive integer"),
-        ("kl_weight", -1.0, "kl_weight must be >= 0"),
-        ("kl_warmup_steps", -5, "kl_warmup_steps must be a non-negative integer"),
+        ("reg_weight", -1.0, "reg_weight must be >= 0"),
+        ("reg_warmup_steps", -5, "reg_warmup_steps must be a non-negative integer"),
+        ("reg_schedule", "cubic", "reg_schedule must be one of"),
         ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be in"),
     ],
 )
@@ -162,11 +166,14 @@ def test_fsq_needs_one_latent_dimension_per_level():
 
 
 def test_kl_warmup_is_linear_then_flat():
-    model = PatchVaeModel(PatchVaeConfig(**TINY, kl_weight=0.4, kl_warmup_steps=10))
-    assert [model.kl_weight_at_step(s) for s in (0, 5, 10, 50)] == pytest.approx([0.0, 0.2, 0.4, 0.4])
-    assert model.loss_weights_at_step(5) == {"kl_weight": pytest.approx(0.2)}
-    no_warmup = PatchVaeModel(PatchVaeConfig(**TINY, kl_weight=0.4))
-    assert no_warmup.kl_weight_at_step(0) == pytest.approx(0.4)
+    model = PatchVaeModel(PatchVaeConfig(**TINY, reg_weight=0.4, reg_warmup_steps=10))
+    assert [model.reg_weight_at_step(s) for s in (0, 5, 10, 50)] == pytest.approx([0.0, 0.2, 0.4, 0.4])
+    assert model.loss_weights_at_step(5) == {"reg_weight": pytest.approx(0.2)}
+    no_warmup = PatchVaeModel(PatchVaeConfig(**TINY, reg_weight=0.4))
+    assert no_warmup.reg_weight_at_step(0) == pytest.approx(0.4)
+    # the schedules every hf_ae model takes: the sigmoid is at half the weight halfway through the warm-up
+    sigmoid = PatchVaeModel(PatchVaeConfig(**TINY, reg_weight=0.4, reg_warmup_steps=10, reg_schedule="sigmoid"))
+    assert sigmoid.reg_weight_at_step(5) == pytest.approx(0.2) and sigmoid.reg_weight_at_step(1) < 0.01
 
 
 def test_patchify_is_raster_order_and_inverts():
@@ -204,7 +211,7 @@ def test_interpolate_path_has_both_ends():
     assert torch.allclose(path[0], ends[0], atol=1e-5) and torch.allclose(path[-1], ends[1], atol=1e-5)
     with pytest.raises(ValueError, match="method must be"):
         model.interpolate(pair, method="cubic")
-    with pytest.raises(ValueError, match="exactly 2 images"):
+    with pytest.raises(ValueError, match="exactly 2 inputs"):
         model.interpolate(torch.rand(3, 1, 8, 8))
 
 

@@ -31,7 +31,7 @@ TRAIN_SCRIPT = str(REPO_ROOT / "scripts" / "train.py")
 TINY_PATCH_VAE = "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32"
 TINY_TEXT = (
     "hidden_size=16,intermediate_size=32,num_attention_heads=2,decoder_num_attention_heads=2,block_sizes=[1,1],"
-    "latent_dim=4,num_latent_tokens=4,decoder_num_layers=1"
+    "latent_dim=4,num_latent_tokens=4,decoder_num_hidden_layers=1"
 )
 # 8x8 digits in 2x2 patches: 16 codes per image from a codebook of 16 (as tests/test_patch_prior_training.py)
 TINY_VQ = ("bottleneck=vq,codebook_size=16,latent_dim=4,patch_size=2,hidden_size=16,num_hidden_layers=1,"
@@ -165,7 +165,7 @@ def test_text_model_resumes_exactly(tmp_path, monkeypatch):
     epoch; stopped at step 3 of 7 and resumed, it sees the same batches and ends on the same weights, bitwise (one
     process, the same threads and operations: nothing may differ)."""
     calls = record_training_forwards(monkeypatch, FunnelVaeModel)
-    overrides = TINY_TEXT + ",regulariser=kl,cycle_weight=0.1,critic_weight=0.1"
+    overrides = TINY_TEXT + ",bottleneck=kl,cycle_weight=0.1,critic_weight=0.1"
 
     def args(output_dir, *extra):
         return text_args(output_dir, "--max_train_samples", "40", "--max_eval_samples", "10",
@@ -311,14 +311,15 @@ def test_evaluate_script_on_a_patch_prior(vq_autoencoder, tmp_path):
     written = json.loads((prior_dir / "eval_digits" / "eval_results.json").read_text())
     assert written["model_type"] == "patch_prior" and written["test_samples"] == 100
     for task in ("reconstruction", "probe", "interpolation"):
-        assert "has no encode or decode (a patch prior generates" in written["tasks"][task]["error"], task
+        assert "has no encoder (a patch prior generates" in written["tasks"][task]["error"], task
     prior = PatchPriorModel.from_pretrained(prior_dir).eval()
     data = load_dataset_for_training("digits", max_eval_samples=100)
     expected = evaluate_model(prior, data, ["generation"], tmp_path / "in_process", dataset_name="digits")
     assert_same_figures(written["tasks"]["generation"], expected["tasks"]["generation"], "generation")
     assert_same_figures(written["reference_digit_classifier"], expected["reference_digit_classifier"], "reference")
-    samples = written["tasks"]["generation"]["generators"]["patch_prior"]
-    assert samples["num_samples"] == 200 and (prior_dir / "eval_digits" / "samples_patch_prior.png").exists()
+    # the prior's generator is prior sampling, named as for every model that samples a prior
+    samples = written["tasks"]["generation"]["generators"]["prior"]
+    assert samples["num_samples"] == 200 and (prior_dir / "eval_digits" / "samples_prior.png").exists()
 
 
 # ------------------------------------------------------------------------------------- data files and columns

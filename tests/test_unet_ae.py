@@ -23,7 +23,7 @@ TINY = dict(image_size=8, num_channels=1, block_out_channels=[8, 16], norm_num_g
 
 VARIANTS = {
     "batchnorm": dict(),
-    "mlp_linear_attention_groupnorm": dict(bottleneck="mlp", latent_dim=6, mlp_hidden_dim=16, attention="linear",
+    "mlp_linear_attention_groupnorm": dict(mlp_bottleneck=True, latent_dim=6, mlp_hidden_dim=16, attention="linear",
                                            attention_resolutions=[4], norm="group"),
     "dot_attention_latent_channels": dict(attention="dot", attention_resolutions=[8, 4], latent_channels=4),
 }
@@ -72,7 +72,7 @@ def images(batch_size=4, size=8, channels=1, seed=0):
         (dict(block_out_channels=[]), "block_out_channels must be a non-empty list"),
         (dict(block_out_channels=[8, 0]), "block_out_channels must be a non-empty list"),
         (dict(norm="layer"), "norm must be one of"),
-        (dict(bottleneck="vq"), "bottleneck must be one of"),
+        (dict(mlp_bottleneck="mlp"), "mlp_bottleneck must be True or False"),
         (dict(attention="flash"), "attention must be one of"),
         (dict(act_fn="tanh"), "act_fn must be one of"),
         (dict(attention="dot", attention_resolutions=[2]), r"attention_resolutions has 2.*levels are \[8, 4\]"),

@@ -14,6 +14,7 @@ from .models import (
     UNetAeConfig,
     UNetAeModel,
 )
+from .models.modeling_autoencoder import AutoencoderMixin, AutoencoderSampleOutput, DiagonalGaussianPosterior
 from .models.pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES
 
 __version__ = "0.1.0"
@@ -29,6 +30,9 @@ for _task, _pipeline_class in AUTOENCODER_PIPELINE_CLASSES.items():
     PIPELINE_REGISTRY.register_pipeline(_task, pipeline_class=_pipeline_class, pt_model=AutoModel, type="multimodal")
 
 __all__ = [
+    "AutoencoderMixin",
+    "AutoencoderSampleOutput",
+    "DiagonalGaussianPosterior",
     "FunnelVaeConfig",
     "FunnelVaeModel",
     "PatchPriorConfig",

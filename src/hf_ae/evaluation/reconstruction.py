@@ -1,9 +1,9 @@
 """Reconstruction metrics over a data loader (images: MSE/PSNR; text: token accuracy/exact match), gathered
-across processes."""
-
-import math
+across processes. The measures themselves are hf_ae.evaluation.measures', as everywhere else."""
 
 import torch
+
+from .measures import code_usage, image_error_measures, token_measures
 
 
 @torch.no_grad()
@@ -11,8 +11,8 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     """Test-set metrics of an image autoencoder, with the posterior mean decoded (no sampling).
 
     Returns `mse` (mean squared error per pixel value), `psnr` (10·log10(1/mse), images in [0, 1]),
-    and the mean of the model's own loss terms (`loss`, `recon_loss`, `kl_loss`, `commitment_loss`) at the full
-    KL weight. For a quantizing model (outputs with `codes`): `codebook_usage`, the share of the
+    and the mean of the model's own loss terms (`loss`, `recon_loss`, `reg_loss`, `commitment_loss`) at the full
+    regulariser weight. For a quantizing model (outputs with `codes`): `codebook_usage`, the share of the
     `config.num_codes` codes that occur in the whole test set, and `perplexity`, exp of the entropy of the
     test set's code histogram (how many equally used codes it amounts to).
     With an `accelerator`, every process evaluates its shard and the sums are gathered (the duplicated
@@ -20,20 +20,19 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     """
     was_training = model.training
     model.eval()
-    squared_error = 0.0
-    num_values = 0
+    squared_errors = []  # (B,) per batch: each image's sum of squared errors
     term_sums: dict[str, float] = {}
     num_images = 0
     code_counts = None  # (K,) over the test set, for quantizing models
     num_codes = getattr((accelerator.unwrap_model(model) if accelerator is not None else model).config, "num_codes", None)
     for batch in dataloader:
         pixel_values = batch["pixel_values"]
-        outputs = model(pixel_values=pixel_values, sample_posterior=False)
+        outputs = model(pixel_values=pixel_values)  # eval mode: the posterior mean
         codes = getattr(outputs, "codes", None)  # (B, N) or None
         errors = (outputs.reconstruction.float() - pixel_values.float()).pow(2).flatten(1).sum(1)  # (B,)
         batch_terms = {
             name: getattr(outputs, name).detach().float().expand(pixel_values.shape[0])
-            for name in ("loss", "recon_loss", "kl_loss", "reg_loss", "commitment_loss")
+            for name in ("loss", "recon_loss", "reg_loss", "commitment_loss")
             if getattr(outputs, name, None) is not None
         }
         if accelerator is not None:
@@ -44,21 +43,20 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
         if codes is not None:
             counts = torch.bincount(codes.flatten(), minlength=num_codes).cpu()
             code_counts = counts if code_counts is None else code_counts + counts
-        squared_error += errors.sum().item()
-        num_values += errors.numel() * pixel_values[0].numel()
+        squared_errors.append(errors.cpu())
+        values_per_image = pixel_values[0].numel()
         num_images += errors.numel()
         for name, values in batch_terms.items():
             term_sums[name] = term_sums.get(name, 0.0) + values.sum().item()
     model.train(was_training)
     if num_images == 0:
         raise ValueError("the evaluation data loader is empty")
-    mse = squared_error / num_values
-    metrics = {"mse": mse, "psnr": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")}
+    sums = torch.cat(squared_errors).double().numpy()
+    measures = image_error_measures(sums, [values_per_image] * len(sums))
+    metrics = {"mse": measures["mse"], "psnr": measures["psnr"]}
     metrics.update({name: total / num_images for name, total in term_sums.items()})
     if code_counts is not None:
-        probabilities = code_counts.double() / code_counts.sum()
-        entropy = -(probabilities * probabilities.clamp_min(1e-300).log()).sum().item()
-        metrics.update({"codebook_usage": (code_counts > 0).double().mean().item(), "perplexity": math.exp(entropy)})
+        metrics.update(code_usage(code_counts))
     return metrics
 
 
@@ -73,10 +71,11 @@ def evaluate_text_reconstruction(model, dataloader, accelerator=None) -> dict[st
     """
     was_training = model.training
     model.eval()
-    correct_tokens = total_tokens = exact = num_sequences = 0
+    per_sequences = []  # (B, 2) per batch: each sequence's right tokens and tokens
     term_sums: dict[str, float] = {}
+    num_sequences = 0
     for batch in dataloader:
-        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], sample_posterior=False)
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # eval: the mean
         targets = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         valid = targets != -100
         right = (outputs.logits.argmax(-1) == targets) & valid  # (B, T)
@@ -89,15 +88,15 @@ def evaluate_text_reconstruction(model, dataloader, accelerator=None) -> dict[st
         if accelerator is not None:
             per_sequence = accelerator.gather_for_metrics(per_sequence)
             batch_terms = {k: accelerator.gather_for_metrics(v) for k, v in batch_terms.items()}
-        correct_tokens += per_sequence[:, 0].sum().item()
-        total_tokens += per_sequence[:, 1].sum().item()
-        exact += (per_sequence[:, 0] == per_sequence[:, 1]).sum().item()
+        per_sequences.append(per_sequence.cpu())
         num_sequences += per_sequence.shape[0]
         for name, values in batch_terms.items():
             term_sums[name] = term_sums.get(name, 0.0) + values.sum().item()
     model.train(was_training)
     if num_sequences == 0:
         raise ValueError("the evaluation data loader is empty")
-    metrics = {"token_accuracy": correct_tokens / total_tokens, "exact_match": exact / num_sequences}
+    counts = torch.cat(per_sequences).numpy()
+    measures = token_measures(counts[:, 0], counts[:, 1])
+    metrics = {"token_accuracy": measures["token_accuracy"], "exact_match": measures["exact_match"]}
     metrics.update({name: total / num_sequences for name, total in term_sums.items()})
     return metrics

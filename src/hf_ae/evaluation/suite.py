@@ -41,7 +41,6 @@ from huggingface_hub.errors import EntryNotFoundError
 from sklearn.decomposition import PCA
 
 from ..data import dataset_modality, image_rows, load_dataset_for_training
-from ..models.pipeline_autoencoder import reconstruct
 from ..visualization import save_grid, save_reconstruction_grid
 from .digit_classifier import CONFIDENCE_THRESHOLD, digit_classifier
 from .interpolation import decode_text_paths, judge_text_path, sample_pairs
@@ -70,12 +69,11 @@ def is_text_model(model) -> bool:
 
 
 def require_encode_decode(model, task: str) -> None:
-    missing = [name for name in ("encode", "decode") if not callable(getattr(model, name, None))]
-    if missing:
+    if not model.can_encode:
         raise TaskNotApplicable(
             f"{task} needs a model that encodes and decodes; {type(model).__name__} "
-            f"({model.config.model_type}) has no {' or '.join(missing)} (a patch prior generates: evaluate its "
-            "samples, or evaluate its autoencoder)"
+            f"({model.config.model_type}) has no encoder (a patch prior generates: evaluate its samples, or evaluate "
+            "its autoencoder)"
         )
 
 
@@ -91,7 +89,7 @@ def reconstruction_task(model, datasets, tokenizer, output_dir: Path, dataset_na
         texts = list(test["text"])
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt").to(model.device)
-            logits = model(**batch, sample_posterior=False).logits  # (B, T, vocab)
+            logits = model(**batch).logits  # (B, T, vocab)
             predicted = logits.argmax(-1)
             for row in range(predicted.shape[0]):
                 length = int(batch["attention_mask"][row].sum())  # the text's tokens, end-of-sequence included
@@ -104,7 +102,7 @@ def reconstruction_task(model, datasets, tokenizer, output_dir: Path, dataset_na
     predictions, references, shown = [], [], None
     for start in range(0, len(test), batch_size):
         inputs = image_rows(test, slice(start, start + batch_size)).to(model.device, model.dtype)  # (B, C, H, W)
-        outputs = reconstruct(model, {"pixel_values": inputs}).float().cpu()
+        outputs = model.reconstruct(pixel_values=inputs).float().cpu()
         if shown is None:
             shown = (inputs[:GRID_IMAGES].float().cpu(), outputs[:GRID_IMAGES])
         predictions += outputs.flatten(1).tolist()
@@ -226,16 +224,15 @@ def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_nam
 
 
 def generators(model) -> dict:
-    """name -> function(num_samples, generator) -> images (n, C, H, W): every way this model generates."""
-    if model.config.model_type == "patch_prior":  # a conditional prior cycles through the classes
-        return {"patch_prior": lambda n, generator: model.sample(n, generator=generator).samples}
-    methods = model.generation_methods
-    if methods:
-        return {method: (lambda n, generator, method=method: model.sample(n, method=method, generator=generator).samples)
-                for method in methods}
-    if model.can_sample_prior and model.modality == "image":
-        return {"prior": lambda n, generator: model.sample(n, generator=generator)}
-    return {}
+    """name -> function(num_samples, generator) -> images (n, C, H, W): every way this image model generates, its
+    declared generation methods and prior sampling (a conditional PatchPrior cycles through the classes)."""
+    if model.modality != "image":
+        return {}
+    ways = {method: (lambda n, generator, method=method: model.sample(n, method=method, generator=generator).samples)
+            for method in model.generation_methods}
+    if model.can_sample_prior:
+        ways["prior"] = lambda n, generator: model.sample(n, generator=generator).samples
+    return ways
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from ..data import image_rows
 from ..evaluation.probe import encode_dataset, probe_results_filename
 from ..hub import EvalResult, render_model_card
-from ..models.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif, reconstruct
+from ..models.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif
 from ..visualization import display_scale, make_grid, save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
@@ -74,11 +74,11 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
     model.eval()
     pixel_values = image_rows(eval_dataset, slice(0, num_images)).to(model.device, model.dtype)
     images = {}
-    save_reconstruction_grid(pixel_values, reconstruct(model, {"pixel_values": pixel_values}), folder / "reconstructions.png")
+    save_reconstruction_grid(pixel_values, model.reconstruct(pixel_values=pixel_values), folder / "reconstructions.png")
     images["Test inputs (odd rows) and their reconstructions (even rows)"] = "reconstructions.png"
 
     if model.can_sample_prior:
-        samples = model.sample(num_images, generator=torch.Generator().manual_seed(seed))
+        samples = model.sample(num_images, generator=torch.Generator().manual_seed(seed)).samples
         save_grid(samples, folder / "samples.png", nrow=8)
         images["Samples from the prior"] = "samples.png"
     images.update(save_generation_images(model, pixel_values, folder, num_images, seed))
@@ -156,7 +156,7 @@ def save_text_samples(model, tokenizer, eval_dataset, folder: Path, dataset_name
         "reconstructions": [{"input": t, "reconstruction": r} for t, r in zip(texts, reconstructions)],
     }
     if model.can_sample_prior:
-        samples["prior_samples"] = decode(model.sample(num_texts, generator=torch.Generator().manual_seed(seed)))
+        samples["prior_samples"] = decode(model.sample(num_texts, generator=torch.Generator().manual_seed(seed)).samples)
     ratios = torch.linspace(0, 1, 11, device=model.device)
     path = decode(model.generate(model.interpolate_latents(latents[0], latents[rows.index(second)], ratios, "slerp")))
     check = TEXT_VALIDATORS.get(TEXT_VALIDATORS_BY_DATASET.get(dataset_name))
@@ -232,7 +232,8 @@ def render_card(model, metrics: dict, context: dict):
         metrics=list(metrics),
         config=config,
         results_table=metrics,
-        num_parameters=f"{sum(p.numel() for p in model.parameters()):,}",
+        # the model's own: a prior's autoencoder is a frozen submodule with its own card
+        num_parameters=f"{model.num_parameters(only_trainable=True):,}",
         **{k: v for k, v in context.items() if k != "model_name"},
     )
 

@@ -183,8 +183,8 @@ class TrainingData:
         """What this kind does once the model is built (before its loaders are), for data that depends on it."""
 
     def attach(self, model) -> None:
-        """Give a copy of the trained model (the whole model gathered from FSDP shards) what the kind gave the
-        model it trained and that is not in its weights."""
+        """Give the trained model that is saved (the unwrapped one, or the whole copy gathered from FSDP shards) what
+        it needs besides its weights to make its samples and card."""
 
     def loader_options(self) -> dict:
         """Keyword arguments of the training DataLoader that every kind shares: its worker processes, kept alive
@@ -470,7 +470,8 @@ class PriorCodeData(ImageData):
                              "--input_noise_std")
 
     def bind_model(self, model) -> None:
-        self.attach(model)
+        # The autoencoder joins the prior only after training (`attach`, on the model that is saved): a submodule
+        # before `accelerator.prepare` would be wrapped, sharded and handed to the optimiser with the prior.
         check_class_labels(model, self.train_set, self.eval_set, self.data_args.dataset)
         self.conditional = model.config.num_classes > 0
 

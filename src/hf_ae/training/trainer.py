@@ -7,6 +7,7 @@ processes under `accelerate launch` / `torchrun`; only the main process writes f
 same results.
 """
 
+import inspect
 import json
 import math
 import time
@@ -193,6 +194,7 @@ def whole_model(accelerator: Accelerator, model, unwrapped, data):
     sharded model itself would write torch's FSDP wrapper code in place of the model's."""
     unwrapped.eval()
     if accelerator.distributed_type not in SHARDING_ENGINES:
+        data.attach(unwrapped)
         return unwrapped
     state_dict = accelerator.get_state_dict(model)
     if not accelerator.is_main_process:
@@ -333,7 +335,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         + (f", resuming at step {global_step}" if global_step else "")
     )
 
-    # 5. The loop.
+    # 5. The loop. Only what the model's forward takes is passed: a model whose loss draws no noise takes no generator.
+    forward_takes_generator = "generator" in inspect.signature(unwrapped.forward).parameters
     log = TrainingLog(accelerator)
     progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="training")
     started = time.perf_counter()
@@ -349,7 +352,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 generator = _step_generator(train_args.seed, global_step, micro_batch, accelerator.process_index,
                                             accelerator.device)
                 inputs = data.model_inputs(batch, generator)
-                outputs = model(**inputs, generator=generator, **unwrapped.loss_weights_at_step(global_step))
+                if forward_takes_generator:
+                    inputs["generator"] = generator
+                outputs = model(**inputs, **unwrapped.loss_weights_at_step(global_step))
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)

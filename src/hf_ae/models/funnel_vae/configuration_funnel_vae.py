@@ -1,13 +1,13 @@
 """FunnelVae configuration."""
 
-import copy
 import math
 
 from transformers import PretrainedConfig
 
+from .configuration_autoencoder import WEIGHT_SCHEDULES, AutoencoderConfigMixin, RenamedField
+
 FUNNEL_VAE_MODALITIES = ("text", "image")
-FUNNEL_VAE_REGULARISERS = ("mmd", "kl", "none")
-FUNNEL_VAE_SCHEDULES = ("sigmoid", "linear", "constant")
+FUNNEL_VAE_BOTTLENECKS = ("mmd", "kl", "none")
 FUNNEL_VAE_MMD_KERNELS = ("imq", "rbf")
 FUNNEL_VAE_POOLING = ("mean", "max")
 FUNNEL_VAE_FEED_FORWARD = ("relu", "gelu", "gated-gelu", "gated-silu")
@@ -25,7 +25,7 @@ FUNNEL_VAE_CUSTOM_PIPELINES = {
 }
 
 
-class FunnelVaeConfig(PretrainedConfig):
+class FunnelVaeConfig(AutoencoderConfigMixin, PretrainedConfig):
     r"""
     Configuration of a [`FunnelVaeModel`]: a Funnel-Transformer encoder whose pooled tokens become one latent
     vector each, and a T5-style decoder that cross-attends to those latents (Fraser Greenlee's transformer-vae, 2021).
@@ -65,8 +65,9 @@ class FunnelVaeConfig(PretrainedConfig):
             to `max_sequence_length` so that the number of latents is fixed.
         latent_dim (`int`, *optional*, defaults to 32):
             Size of each latent vector. The total latent size is `num_latent_tokens * latent_dim`.
-        regulariser (`str`, *optional*, defaults to `"mmd"`):
-            `"mmd"`: latents are a linear map of the pooled tokens, pushed towards N(0, I) by an MMD term over all
+        bottleneck (`str`, *optional*, defaults to `"mmd"`):
+            What shapes the latents (PatchVae's name for it; `regulariser` before, and configs with that name still
+            load). `"mmd"`: latents are a linear map of the pooled tokens, pushed towards N(0, I) by an MMD term over all
             latent tokens of the batch (no tanh, unlike the reference, so the prior can be sampled). `"kl"`: a
             diagonal Gaussian posterior per latent token and a KL term. `"none"`: a plain autoencoder.
         reg_weight (`float`, *optional*, defaults to 1.0):
@@ -79,9 +80,10 @@ class FunnelVaeConfig(PretrainedConfig):
         mmd_kernel (`str`, *optional*, defaults to `"imq"`):
             Kernel of the MMD estimator: `"imq"` (inverse multiquadratic, as in WAE) or `"rbf"`, each summed over
             the scales `[0.1, 0.2, 0.5, 1, 2, 5, 10] * 2 * latent_dim`.
-        decoder_num_layers (`int`, *optional*, defaults to 2), decoder_num_attention_heads (`int`, *optional*,
+        decoder_num_hidden_layers (`int`, *optional*, defaults to 2), decoder_num_attention_heads (`int`, *optional*,
         defaults to 4):
-            Depth and heads of the T5 decoder stack.
+            Depth and heads of the T5 decoder stack (the depth was `decoder_num_layers` before; configs with that
+            name still load).
         decoder_aligned_latents (`bool`, *optional*, defaults to `True`):
             Text only: besides cross-attending to all latents, decoder position t adds the latent token that
             covers it (latent `t // pooling_factor`), like the reference's latents "repeated back to the sequence
@@ -130,6 +132,14 @@ class FunnelVaeConfig(PretrainedConfig):
     """
 
     model_type = "funnel_vae"
+    default_custom_pipelines = FUNNEL_VAE_CUSTOM_PIPELINES
+    # One name per idea across the hf_ae models (PatchVae's names).
+    renamed_fields = (
+        RenamedField("regulariser", "bottleneck", reason="what shapes the latents has one name in every hf_ae model"),
+        RenamedField("decoder_num_layers", "decoder_num_hidden_layers", reason="as PatchVae names its decoder depth"),
+    )
+    # the old names still read and write the renamed fields
+    attribute_map = {"regulariser": "bottleneck", "decoder_num_layers": "decoder_num_hidden_layers"}
 
     def __init__(
         self,
@@ -150,12 +160,12 @@ class FunnelVaeConfig(PretrainedConfig):
         pooling_type: str = "mean",
         num_latent_tokens: int | None = 8,
         latent_dim: int = 32,
-        regulariser: str = "mmd",
+        bottleneck: str = "mmd",
         reg_weight: float = 1.0,
         reg_schedule: str = "sigmoid",
         reg_warmup_steps: int = 5000,
         mmd_kernel: str = "imq",
-        decoder_num_layers: int = 2,
+        decoder_num_hidden_layers: int = 2,
         decoder_num_attention_heads: int = 4,
         decoder_aligned_latents: bool = True,
         decoder_sliding_window: int | None = None,
@@ -184,12 +194,12 @@ class FunnelVaeConfig(PretrainedConfig):
         self.pooling_type = pooling_type
         self.num_latent_tokens = num_latent_tokens
         self.latent_dim = latent_dim
-        self.regulariser = regulariser
+        self.bottleneck = bottleneck
         self.reg_weight = reg_weight
         self.reg_schedule = reg_schedule
         self.reg_warmup_steps = reg_warmup_steps
         self.mmd_kernel = mmd_kernel
-        self.decoder_num_layers = decoder_num_layers
+        self.decoder_num_hidden_layers = decoder_num_hidden_layers
         self.decoder_num_attention_heads = decoder_num_attention_heads
         self.decoder_aligned_latents = decoder_aligned_latents
         self.decoder_sliding_window = decoder_sliding_window
@@ -202,8 +212,6 @@ class FunnelVaeConfig(PretrainedConfig):
         self.cycle_weight = cycle_weight
         self.critic_weight = critic_weight
         self.critic_num_layers = critic_num_layers
-        # A copy per config: transformers' pipeline() rewrites the "pt" entries of this dict in place.
-        kwargs.setdefault("custom_pipelines", copy.deepcopy(FUNNEL_VAE_CUSTOM_PIPELINES))
         super().__init__(
             pad_token_id=pad_token_id,
             eos_token_id=eos_token_id,
@@ -211,17 +219,6 @@ class FunnelVaeConfig(PretrainedConfig):
             **kwargs,
         )
         self.validate_fields()
-
-    # Copied from hf_ae.models.patch_vae.configuration_patch_vae.PatchVaeConfig.to_dict
-    def to_dict(self):
-        output = super().to_dict()
-        # transformers' pipeline() (clean_custom_task) replaces the class names under "pt" with the classes
-        # themselves, in this config's dict; turn them back into names so the config stays JSON.
-        pipelines = output.get("custom_pipelines") or {}
-        for task, info in pipelines.items():
-            names = [c if isinstance(c, str) else c.__name__ for c in info.get("pt", ())]
-            pipelines[task] = {**info, "pt": names}
-        return output
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""
@@ -241,14 +238,14 @@ class FunnelVaeConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
 
         one_of("modality", FUNNEL_VAE_MODALITIES)
-        one_of("regulariser", FUNNEL_VAE_REGULARISERS)
-        one_of("reg_schedule", FUNNEL_VAE_SCHEDULES)
+        one_of("bottleneck", FUNNEL_VAE_BOTTLENECKS)
+        one_of("reg_schedule", WEIGHT_SCHEDULES)
         one_of("mmd_kernel", FUNNEL_VAE_MMD_KERNELS)
         one_of("pooling_type", FUNNEL_VAE_POOLING)
         one_of("feed_forward_proj", FUNNEL_VAE_FEED_FORWARD)
         for name in (
             "vocab_size", "max_sequence_length", "image_size", "num_channels", "patch_size", "hidden_size",
-            "num_attention_heads", "intermediate_size", "latent_dim", "decoder_num_layers",
+            "num_attention_heads", "intermediate_size", "latent_dim", "decoder_num_hidden_layers",
             "decoder_num_attention_heads", "relative_attention_num_buckets", "relative_attention_max_distance",
             "critic_num_layers",
         ):  # fmt: skip

@@ -29,7 +29,6 @@ This folder imports only its siblings so that it works as remote code on the Hub
 """
 
 import inspect
-import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +46,17 @@ from transformers.models.t5.modeling_t5 import T5Block, T5LayerNorm
 from transformers.utils import ModelOutput
 
 from .configuration_funnel_vae import FunnelVaeConfig
+from .modeling_autoencoder import (
+    AutoencoderMixin,
+    AutoencoderSampleOutput,
+    DiagonalGaussianPosterior,
+    patchify,
+    rand_with_generator,
+    randn_with_generator,
+    scheduled_weight,
+    slerp,
+    unpatchify,
+)
 
 # Imported so that `save_pretrained` copies the pipelines next to the model (remote code follows the
 # relative imports of the modeling file); `config.custom_pipelines` points at them.
@@ -63,10 +73,10 @@ class FunnelVaeEncoderOutput(ModelOutput):
 
     Args:
         latents (`torch.FloatTensor` of shape `(batch_size, latent_tokens, latent_dim)`):
-            One latent vector per kept pooled token. For `regulariser="kl"` the posterior mean unless a sample was
+            One latent vector per kept pooled token. For `bottleneck="kl"` the posterior mean unless a sample was
             asked for.
         latent_mean, latent_logvar (`torch.FloatTensor` of the same shape, *optional*):
-            The Gaussian posterior (`regulariser="kl"` only).
+            The Gaussian posterior (`bottleneck="kl"` only).
     """
 
     latents: torch.FloatTensor | None = None
@@ -81,14 +91,13 @@ class FunnelVaeDecoderOutput(ModelOutput):
 
     Args:
         reconstruction (`torch.Tensor`):
-            Images `(batch_size, num_channels, image_size, image_size)`, or for text the greedy decoding as token
-            ids `(batch_size, length)` ending in the end-of-sequence token and padded after it.
-        logits (`torch.FloatTensor` of shape `(batch_size, length, vocab_size)`, *optional*):
-            Text with `decoder_input_ids` given: the teacher-forced next-token logits.
+            One output per modality, as every hf_ae model decodes: images `(batch_size, num_channels, image_size,
+            image_size)` for `modality="image"`; for text the greedy decoding as token ids `(batch_size, length)`,
+            each row ending in the end-of-sequence token and padded after it. (The teacher-forced logits of text are
+            [`FunnelVaeModel.decoder_logits`].)
     """
 
     reconstruction: torch.Tensor | None = None
-    logits: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -113,7 +122,7 @@ class FunnelVaeOutput(ModelOutput):
         reconstruction (`torch.FloatTensor` of shape `(batch_size, num_channels, image_size, image_size)`, *optional*):
             Images: the decoded images.
         latent_mean, latent_logvar (`torch.FloatTensor`, *optional*):
-            The Gaussian posterior (`regulariser="kl"` only).
+            The Gaussian posterior (`bottleneck="kl"` only).
     """
 
     loss: torch.FloatTensor | None = None
@@ -127,79 +136,6 @@ class FunnelVaeOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
     latent_logvar: torch.FloatTensor | None = None
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.patchify
-def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, C*p*p), patches in raster order, each patch flattened as (C, p, p)."""
-    batch_size, num_channels, height, width = pixel_values.shape
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"patch_size={patch_size} does not divide the image size {height}x{width}")
-    rows, cols = height // patch_size, width // patch_size
-    patches = pixel_values.reshape(batch_size, num_channels, rows, patch_size, cols, patch_size)
-    patches = patches.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, p, p)
-    return patches.reshape(batch_size, rows * cols, num_channels * patch_size * patch_size)
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.unpatchify
-def unpatchify(patches: torch.Tensor, patch_size: int, num_channels: int, image_size: int) -> torch.Tensor:
-    """(B, N, C*p*p) -> (B, C, H, W), the inverse of `patchify` for square images."""
-    batch_size, num_patches, patch_dim = patches.shape
-    rows = cols = image_size // patch_size
-    if num_patches != rows * cols or patch_dim != num_channels * patch_size * patch_size:
-        raise ValueError(
-            f"expected patches of shape (B, {rows * cols}, {num_channels * patch_size * patch_size}), "
-            f"got {tuple(patches.shape)}"
-        )
-    images = patches.reshape(batch_size, rows, cols, num_channels, patch_size, patch_size)
-    images = images.permute(0, 3, 1, 4, 2, 5)  # (B, C, rows, p, cols, p)
-    return images.reshape(batch_size, num_channels, image_size, image_size)
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.slerp
-def slerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
-    """
-    Spherical interpolation along the last dimension, one angle per vector (per latent token, as in
-    transformer-vae). Where the two vectors are (anti-)parallel the angle's sine vanishes, and a zero vector
-    has no direction: slerp is undefined there and falls back to linear interpolation instead of NaN.
-
-    start, end: (..., d); ratio: a float or a tensor broadcastable to (..., 1).
-    """
-    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    start_norm, end_norm = start.norm(dim=-1, keepdim=True), end.norm(dim=-1, keepdim=True)
-    cos_angle = ((start / start_norm.clamp_min(eps)) * (end / end_norm.clamp_min(eps))).sum(-1, keepdim=True)
-    angle = torch.acos(cos_angle.clamp(-1.0, 1.0))
-    sin_angle = torch.sin(angle)
-    # a zero vector has no direction either
-    degenerate = (sin_angle.abs() < 1e-4) | (start_norm < eps) | (end_norm < eps)
-    safe_sin = torch.where(degenerate, torch.ones_like(sin_angle), sin_angle)
-    start_weight = torch.where(degenerate, 1.0 - ratio, torch.sin((1.0 - ratio) * angle) / safe_sin)
-    end_weight = torch.where(degenerate, ratio, torch.sin(ratio * angle) / safe_sin)
-    return start_weight * start + end_weight * end
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.lerp
-def lerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float) -> torch.Tensor:
-    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    return start + ratio * (end - start)
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.randn_with_generator
-def randn_with_generator(shape, generator, device, dtype) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
-    noise_device = generator.device if generator is not None else device
-    # empty().normal_() draws what torch.randn draws from the same generator, and unlike torch.randn(generator=)
-    # it takes the symbolic sizes of a torch.compile graph with dynamic shapes (text batches vary in length).
-    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).normal_(generator=generator)
-    return noise.to(device, dtype)
-
-
-def rand_with_generator(shape, generator, device, dtype) -> torch.Tensor:
-    """Uniform [0, 1) noise drawn on the generator's device."""
-    noise_device = generator.device if generator is not None else device
-    # empty().uniform_(): torch.rand's draw, and symbolic sizes work under torch.compile (see randn_with_generator)
-    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).uniform_(generator=generator)
-    return noise.to(device, dtype)
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -412,7 +348,7 @@ class FunnelVaeCritic(nn.Module):
                 module.gradient_checkpointing = True
 
 
-class FunnelVaePreTrainedModel(PreTrainedModel):
+class FunnelVaePreTrainedModel(AutoencoderMixin, PreTrainedModel):
     config_class = FunnelVaeConfig
     base_model_prefix = "funnel_vae"
     # what the class reads (transformers' default is "text"); a FunnelVae instance reads one of them,
@@ -472,10 +408,6 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
     ```
     """
 
-    # Generation by a named method (UNetAe's iterative denoising, manifold walk): none here; `sample()` draws from the
-    # prior when `can_sample_prior`.
-    generation_methods: tuple[str, ...] = ()
-
     def __init__(self, config: FunnelVaeConfig):
         super().__init__(config)
         hidden = config.hidden_size
@@ -488,17 +420,17 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             self.patch_embedding = nn.Linear(patch_dim, hidden)
             self.input_position_embedding = nn.Parameter(torch.zeros(1, config.num_patches, hidden))
         self.encoder = FunnelVaeEncoder(config)
-        latent_outputs = 2 * config.latent_dim if config.regulariser == "kl" else config.latent_dim
+        latent_outputs = 2 * config.latent_dim if config.bottleneck == "kl" else config.latent_dim
         self.to_latents = nn.Linear(hidden, latent_outputs)
         # Linear + LayerNorm back to the model width (as the reference), plus which latent token this is.
         self.from_latents = nn.Linear(config.latent_dim, hidden)
         self.latent_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.latent_position_embedding = nn.Parameter(torch.zeros(1, config.latent_tokens, hidden))
         if config.modality == "text":
-            self.decoder = FunnelVaeDecoder(config, config.decoder_num_layers, causal=True)
+            self.decoder = FunnelVaeDecoder(config, config.decoder_num_hidden_layers, causal=True)
             self.lm_head = nn.Linear(hidden, config.vocab_size, bias=False)
         else:
-            self.decoder = FunnelVaeDecoder(config, config.decoder_num_layers, causal=False)
+            self.decoder = FunnelVaeDecoder(config, config.decoder_num_hidden_layers, causal=False)
             self.output_queries = nn.Parameter(torch.zeros(1, config.num_patches, hidden))
             self.patch_head = nn.Linear(hidden, patch_dim)
         self.critic = FunnelVaeCritic(config) if config.critic_weight > 0 else None
@@ -536,31 +468,6 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         if low < -100 or high >= config.vocab_size or (-100 < low < 0):
             raise ValueError(f"{name} must hold token ids in [0, {config.vocab_size}), got values in [{low}, {high}]")
 
-    # Copied from hf_ae.models.patch_vae.modeling_patch_vae.PatchVaeModel.check_pixel_values
-    def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
-        """Raise a ValueError that says what was expected and what came; nothing is resized or cast."""
-        config = self.config
-        expected = f"(batch_size, {config.num_channels}, {config.image_size}, {config.image_size})"
-        if not isinstance(pixel_values, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(pixel_values).__name__}")
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype} "
-                "(convert uint8 images with `.float() / 255`)"
-            )
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (
-            config.num_channels,
-            config.image_size,
-            config.image_size,
-        ):
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] == 0:
-            raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
-        # step, and the training script's images are decoded from files). Evaluation and inference still check.
-        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-
     def _check_latents(self, latents):
         expected = (self.config.latent_tokens, self.config.latent_dim)
         if not isinstance(latents, torch.Tensor) or latents.ndim != 3 or tuple(latents.shape[1:]) != expected:
@@ -571,13 +478,7 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
     def reg_weight_at_step(self, step: int) -> float:
         """Regulariser weight after `step` optimisation steps, following `reg_schedule` over `reg_warmup_steps`."""
         config = self.config
-        if config.reg_schedule == "constant" or config.reg_warmup_steps == 0:
-            return config.reg_weight
-        progress = step / config.reg_warmup_steps
-        if config.reg_schedule == "linear":
-            return config.reg_weight * min(1.0, progress)
-        # sigmoid(12.5 * progress - 6.25) == the reference's sigmoid(step * 0.0025 - 6.25) at 5000 warm-up steps
-        return config.reg_weight / (1.0 + math.exp(-(12.5 * progress - 6.25)))
+        return scheduled_weight(config.reg_weight, step, config.reg_warmup_steps, config.reg_schedule)
 
     def loss_weights_at_step(self, step: int) -> dict[str, float]:
         """Keyword arguments of `forward` that the training loop passes at `step` (the warmed-up regulariser)."""
@@ -624,14 +525,11 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         pooled, _ = self.encoder(embeds, mask)  # (B, L'/f, hidden)
         pooled = pooled[:, : self.config.latent_tokens]  # the first N pooled tokens, as in the reference
         projected = self.to_latents(pooled)
-        if self.config.regulariser != "kl":
+        if self.config.bottleneck != "kl":
             return FunnelVaeEncoderOutput(latents=projected)
-        mean, logvar = projected.chunk(2, dim=-1)
-        logvar = logvar.clamp(-30.0, 20.0)
-        latents = mean
-        if sample_posterior:
-            latents = mean + torch.exp(0.5 * logvar) * randn_with_generator(mean.shape, generator, mean.device, mean.dtype)
-        return FunnelVaeEncoderOutput(latents=latents, latent_mean=mean, latent_logvar=logvar)
+        posterior = DiagonalGaussianPosterior.from_parameters(projected)  # mean, logvar (B, N, d)
+        latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return FunnelVaeEncoderOutput(latents=latents, latent_mean=posterior.mean, latent_logvar=posterior.logvar)
 
     def encode(
         self,
@@ -694,21 +592,33 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
     def decode(
         self,
         latents: torch.Tensor,
-        decoder_input_ids: torch.LongTensor | None = None,
         max_new_tokens: int | None = None,
         return_dict: bool = True,
+        decoder_input_ids: torch.LongTensor | None = None,
     ):
-        """latents (B, N, latent_dim) -> images (B, C, H, W); or for text the greedy decoding (B, T) as token ids,
-        or with `decoder_input_ids` the teacher-forced logits (B, T, vocab)."""
+        """latents (B, N, latent_dim) -> `reconstruction`: images (B, C, H, W), or for text the greedy decoding
+        (B, T) as token ids (at most `max_new_tokens`). The teacher-forced logits of text are [`decoder_logits`]."""
+        if decoder_input_ids is not None:
+            raise ValueError(
+                "decode() returns one kind of output per modality (token ids for text); the teacher-forced logits "
+                "are model.decoder_logits(latents, decoder_input_ids)"
+            )
         if self.config.modality == "image":
-            output = FunnelVaeDecoderOutput(reconstruction=self._hidden_to_images(
-                self._decoder_hidden_states(self.latents_to_memory(latents))))
-        elif decoder_input_ids is not None:
-            hidden_states = self._decoder_hidden_states(self.latents_to_memory(latents), decoder_input_ids)
-            output = FunnelVaeDecoderOutput(logits=self.lm_head(hidden_states))
+            if max_new_tokens is not None:
+                raise ValueError("max_new_tokens bounds the decoding of text; this FunnelVae has modality='image'")
+            memory = self.latents_to_memory(latents)
+            output = FunnelVaeDecoderOutput(reconstruction=self._hidden_to_images(self._decoder_hidden_states(memory)))
         else:
             output = FunnelVaeDecoderOutput(reconstruction=self.generate(latents, max_new_tokens=max_new_tokens))
         return output if return_dict else output.to_tuple()
+
+    def decoder_logits(self, latents: torch.Tensor, decoder_input_ids: torch.LongTensor) -> torch.FloatTensor:
+        """Text: the next-token logits (B, T, vocab) of the decoder teacher-forced on `decoder_input_ids` (B, T)
+        (`shift_right(labels)` for a reconstruction loss), given latents (B, N, latent_dim)."""
+        if self.config.modality != "text":
+            raise ValueError("decoder_logits scores tokens; this FunnelVae has modality='image' (use decode())")
+        hidden_states = self._decoder_hidden_states(self.latents_to_memory(latents), decoder_input_ids)
+        return self.lm_head(hidden_states)
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(
@@ -735,7 +645,7 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             generator (`torch.Generator`, *optional*):
                 Source of all randomness (posterior noise, prior samples of the MMD, interpolation ratios).
             sample_posterior (`bool`, *optional*):
-                Decode a posterior sample (`regulariser="kl"`); defaults to `self.training`.
+                Decode a posterior sample (`bottleneck="kl"`); defaults to `self.training`.
             reg_weight (`float`, *optional*):
                 Regulariser weight for this step (the training loop passes `reg_weight_at_step(step)`); defaults to
                 `config.reg_weight`.
@@ -779,15 +689,15 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             recon_loss = F.mse_loss(reconstruction.float(), targets.float())
 
         # 2. The prior: MMD over every latent token of the batch, or KL, or nothing.
-        if config.regulariser == "mmd":
+        if config.bottleneck == "mmd":
             flat = latents.reshape(-1, config.latent_dim)  # (B*N, d)
             prior = randn_with_generator(flat.shape, generator, flat.device, flat.dtype)
             reg_loss = mmd_loss(flat, prior, config.mmd_kernel)
-        elif config.regulariser == "kl":
-            kl = 0.5 * (encoded.latent_mean.pow(2) + encoded.latent_logvar.exp() - 1.0 - encoded.latent_logvar)
+        elif config.bottleneck == "kl":
+            kl = DiagonalGaussianPosterior(encoded.latent_mean, encoded.latent_logvar).kl()  # (B,)
             # per target value, like recon_loss: tokens for text, pixel values for images
             values = (labels != -100).sum(1).float().mean() if config.modality == "text" else targets[0].numel()
-            reg_loss = kl.sum(dim=(1, 2)).mean() / values
+            reg_loss = kl.mean() / values
         else:
             reg_loss = recon_loss.new_zeros(())
         weight = config.reg_weight if reg_weight is None else reg_weight
@@ -925,13 +835,9 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         return self.config.modality
 
     @property
-    def can_interpolate(self) -> bool:
-        """True: the decoder reads only the latents, so decoding a mix of two inputs' latents is meaningful."""
-        return True
-
-    @property
     def can_sample_prior(self) -> bool:
-        return self.config.regulariser in ("mmd", "kl")
+        """A bottleneck that pushes the latents towards N(0, I) ("mmd" or "kl") has a prior to sample."""
+        return self.config.bottleneck in ("mmd", "kl")
 
     @torch.no_grad()
     def sample(
@@ -945,8 +851,9 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
         token_temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-    ) -> torch.Tensor:
-        """Decode `num_samples` draws from the prior N(0, temperature^2 I): images (n, C, H, W) or token ids (n, T).
+    ) -> AutoencoderSampleOutput:
+        """Decode `num_samples` draws from the prior N(0, temperature^2 I) -> `samples`, images (n, C, H, W) or token
+        ids (n, T), and the `latents` they were decoded from.
 
         `temperature` scales the prior draw, as for the other models; text models decode each draw with
         [`generate`], greedy unless `do_sample`, and `token_temperature`, `top_k`, `top_p` are its sampling options
@@ -958,8 +865,8 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             raise ValueError(f"{given} decode text; this FunnelVae has modality='image'")
         if not self.can_sample_prior:
             raise ValueError(
-                "prior sampling needs regulariser='mmd' or 'kl' (latents pushed towards N(0, I)); this model has "
-                f"regulariser={self.config.regulariser!r}"
+                "prior sampling needs bottleneck='mmd' or 'kl' (latents pushed towards N(0, I)); this model has "
+                f"bottleneck={self.config.bottleneck!r}"
             )
         if latents is None:
             if num_samples < 1:
@@ -967,26 +874,13 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             shape = (num_samples, self.config.latent_tokens, self.config.latent_dim)
             latents = randn_with_generator(shape, generator, self.device, self.dtype) * temperature
         if self.config.modality == "image":
-            return self.decode(latents).reconstruction
-        return self.generate(
+            return AutoencoderSampleOutput(samples=self.decode(latents).reconstruction, latents=latents)
+        token_ids = self.generate(
             latents, max_new_tokens=max_new_tokens, do_sample=do_sample,
             temperature=1.0 if token_temperature is None else token_temperature, top_k=top_k, top_p=top_p,
             generator=generator,
         )
-
-    # Copied from hf_ae.models.patch_vae.modeling_patch_vae.PatchVaeModel.interpolate_latents
-    @staticmethod
-    def interpolate_latents(
-        start: torch.Tensor, end: torch.Tensor, ratios: torch.Tensor, method: str = "slerp"
-    ) -> torch.Tensor:
-        """start, end (N, d); ratios (S,) -> (S, N, d), interpolating each latent token on its own."""
-        if method not in ("slerp", "lerp"):
-            raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
-        if start.shape != end.shape:
-            raise ValueError(f"start and end latents differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
-        ratios = ratios.to(start).view(-1, *([1] * start.ndim))  # (S, 1, 1)
-        fn = slerp if method == "slerp" else lerp
-        return fn(start.unsqueeze(0), end.unsqueeze(0), ratios)
+        return AutoencoderSampleOutput(samples=token_ids, latents=latents)
 
 
 __all__ = [

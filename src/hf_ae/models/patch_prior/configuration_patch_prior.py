@@ -1,8 +1,9 @@
 """PatchPrior configuration."""
 
-import copy
 
 from transformers import PretrainedConfig
+
+from .configuration_autoencoder import AutoencoderConfigMixin
 
 # The one pipeline saved with every PatchPrior (pipeline_autoencoder.py is copied next to the weights), so that
 # `pipeline("autoencoder-generation", model=repo, trust_remote_code=True)` works without hf_ae installed. The prior
@@ -17,7 +18,7 @@ PATCH_PRIOR_CUSTOM_PIPELINES = {
 }
 
 
-class PatchPriorConfig(PretrainedConfig):
+class PatchPriorConfig(AutoencoderConfigMixin, PretrainedConfig):
     r"""
     Configuration of a [`PatchPriorModel`]: an autoregressive transformer (transformers' Llama decoder) over the
     discrete codes of a PatchVae with a `"vq"` or `"fsq"` bottleneck, one code per patch in raster order: it
@@ -73,6 +74,7 @@ class PatchPriorConfig(PretrainedConfig):
     """
 
     model_type = "patch_prior"
+    default_custom_pipelines = PATCH_PRIOR_CUSTOM_PIPELINES
 
     def __init__(
         self,
@@ -102,21 +104,8 @@ class PatchPriorConfig(PretrainedConfig):
         self.rope_theta = rope_theta
         self.initializer_range = initializer_range
         self.autoencoder_name_or_path = autoencoder_name_or_path
-        # A copy per config: transformers' pipeline() rewrites the "pt" entries of this dict in place.
-        kwargs.setdefault("custom_pipelines", copy.deepcopy(PATCH_PRIOR_CUSTOM_PIPELINES))
         super().__init__(**kwargs)
         self.validate_fields()
-
-    # Copied from hf_ae.models.patch_vae.configuration_patch_vae.PatchVaeConfig.to_dict
-    def to_dict(self):
-        output = super().to_dict()
-        # transformers' pipeline() (clean_custom_task) replaces the class names under "pt" with the classes
-        # themselves, in this config's dict; turn them back into names so the config stays JSON.
-        pipelines = output.get("custom_pipelines") or {}
-        for task, info in pipelines.items():
-            names = [c if isinstance(c, str) else c.__name__ for c in info.get("pt", ())]
-            pipelines[task] = {**info, "pt": names}
-        return output
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""

@@ -18,9 +18,11 @@ generator, so it cannot honour the `generator=` that every hf_ae model takes for
 input_ids would be a different sequence (the condition token and the codes so far) from `forward`'s input_ids (the
 codes to score). The loop is short and uses the same cache and logits warpers as generate does.
 
-The autoencoder is not a submodule: it is named in `config.autoencoder_name_or_path`, loaded on first use with
-`AutoModel.from_pretrained(..., trust_remote_code=True)` (or given with `set_autoencoder`), and never saved in the
-prior's weights. This folder imports only its siblings so that it works as remote code on the Hub.
+The autoencoder is a submodule (`prior.autoencoder`: in the module tree, moved by `.to()`, kept in eval mode and
+frozen) that is never part of the prior's weights: state-dict hooks leave it out of `state_dict()` and of every
+checkpoint. It is named in `config.autoencoder_name_or_path` and loaded from there on first use with
+`AutoModel.from_pretrained(..., trust_remote_code=True)`, or given with `set_autoencoder`. This folder imports only
+its siblings so that it works as remote code on the Hub.
 """
 
 import inspect
@@ -39,6 +41,7 @@ from transformers.generation.logits_process import (
 from transformers.utils import ModelOutput
 
 from .configuration_patch_prior import PatchPriorConfig
+from .modeling_autoencoder import AutoencoderMixin, AutoencoderSampleOutput
 
 # Imported so that `save_pretrained` copies the pipelines next to the model (remote code follows the
 # relative imports of the modeling file); `config.custom_pipelines` points at them.
@@ -69,27 +72,28 @@ class PatchPriorOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-@dataclass
-class PatchPriorGenerationOutput(ModelOutput):
-    """
-    Output of [`PatchPriorModel.sample`].
+# `sample()` returns the output every hf_ae model's `sample()` returns (`samples`, `intermediates`, `codes`); the old
+# name stays.
+PatchPriorGenerationOutput = AutoencoderSampleOutput
 
-    Args:
-        samples (`torch.FloatTensor` of shape `(num_samples, num_channels, image_size, image_size)`):
-            The generated images: the autoencoder's decoding of `codes`, clipped to [0, 1].
-        intermediates (`torch.FloatTensor` of shape `(num_patches + 1, num_samples, num_channels, image_size, image_size)`, *optional*):
-            With `return_intermediates=True`: the image filling in patch by patch. Frame `k` shows the first `k`
-            patches in raster order (those whose codes had been sampled after `k` steps) as they are in `samples`,
-            and the other patches at `UNFILLED_PATCH_VALUE` (grey): frame 0 is all grey, frame `num_patches` is
-            `samples`. (The decoder attends across patches, so a patch's pixels depend on every code; the frames show
-            the final pixels, revealed in the order their codes were drawn.)
-        codes (`torch.LongTensor` of shape `(num_samples, num_patches)`):
-            The sampled codes, in raster order.
-    """
+# The submodule that decodes codes; never part of the prior's weights.
+AUTOENCODER_ATTRIBUTE = "autoencoder"
 
-    samples: torch.FloatTensor | None = None
-    intermediates: torch.FloatTensor | None = None
-    codes: torch.LongTensor | None = None
+
+def is_autoencoder_key(key: str) -> bool:
+    """Whether a state-dict key (relative to any wrapper: "module.autoencoder....") belongs to the autoencoder."""
+    return AUTOENCODER_ATTRIBUTE in key.split(".")[:-1]
+
+
+def drop_autoencoder_weights(module, state_dict, prefix, local_metadata) -> None:
+    """state_dict post-hook: the autoencoder's weights are its own (saved in its own folder), not the prior's."""
+    for key in [key for key in state_dict if key.startswith(prefix + AUTOENCODER_ATTRIBUTE + ".")]:
+        del state_dict[key]
+
+
+def allow_missing_autoencoder_weights(module, incompatible_keys) -> None:
+    """load_state_dict post-hook: a prior's weights never hold its autoencoder's, so those are not missing."""
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not is_autoencoder_key(k)]
 
 
 def llama_config_for(config: PatchPriorConfig) -> LlamaConfig:
@@ -156,10 +160,17 @@ def patch_reveal_masks(num_patches: int, grid_size: int, patch_size: int, device
     return revealed.repeat_interleave(patch_size, dim=1).repeat_interleave(patch_size, dim=2)  # (N + 1, H, W)
 
 
-class PatchPriorPreTrainedModel(PreTrainedModel):
+class PatchPriorPreTrainedModel(AutoencoderMixin, PreTrainedModel):
     config_class = PatchPriorConfig
     base_model_prefix = "patch_prior"
     main_input_name = "input_ids"
+    # what the prior reads: token ids (the codes), transformers' "text"; it generates images through its autoencoder
+    input_modalities = ("text",)
+    # the prior has no encoder, and no latents of its own to interpolate (its autoencoder has them)
+    can_encode = False
+    can_interpolate = False
+    # `sample()` draws codes from this prior and decodes them through the autoencoder
+    can_sample_prior = True
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -190,34 +201,19 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
     `prior.sample(16, return_intermediates=True)` returns images and the frames of their filling in.
     """
 
-    # Generation by a named method (UNetAe's iterative denoising, manifold walk): none; `sample()` draws codes.
-    generation_methods: tuple[str, ...] = ()
-
     def __init__(self, config: PatchPriorConfig):
         super().__init__(config)
         self.transformer = LlamaModel(llama_config_for(config))
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.num_codes, bias=False)
-        # Kept out of the module tree (object.__setattr__ skips nn.Module's registration), so the autoencoder is
-        # neither in state_dict() nor moved by .to(); `autoencoder` loads it on first use.
-        object.__setattr__(self, "_autoencoder", None)
+        # The autoencoder's slot in the module tree: empty until `autoencoder` loads it or `set_autoencoder` fills
+        # it. The hooks keep its weights out of the prior's state dict and out of what loading expects. (Written
+        # into _modules, as register_module would, because register_module refuses a name the class has as a
+        # property.)
+        self._modules[AUTOENCODER_ATTRIBUTE] = None
+        self.register_state_dict_post_hook(drop_autoencoder_weights)
+        self.register_load_state_dict_post_hook(allow_missing_autoencoder_weights)
         self.post_init()
-
-    @property
-    def modality(self) -> str:
-        """What the model generates: "image" (through its autoencoder)."""
-        return "image"
-
-    @property
-    def can_interpolate(self) -> bool:
-        """False: the prior has no latents of its own to interpolate (its autoencoder does)."""
-        return False
-
-    @property
-    def can_sample_prior(self) -> bool:
-        """False: this model is the prior. `sample()` draws codes and decodes them through its autoencoder; there is
-        no prior over latents of its own to sample, as a VAE has."""
-        return False
 
     def get_input_embeddings(self):
         """The code embedding of the transformer: Accelerate's FSDP2 preparation shards it as a unit of its own (the
@@ -228,9 +224,9 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
     # ------------------------------------------------------------------------------------- autoencoder
     @property
     def autoencoder(self):
-        """The autoencoder that decodes codes into images: the one given to `set_autoencoder`, else
-        `config.autoencoder_name_or_path` loaded on first use."""
-        if self._autoencoder is None:
+        """The autoencoder that decodes codes into images (a submodule, not part of the prior's weights): the one
+        given to `set_autoencoder`, else `config.autoencoder_name_or_path` loaded on first use."""
+        if self._modules[AUTOENCODER_ATTRIBUTE] is None:
             name = self.config.autoencoder_name_or_path
             if name is None:
                 raise ValueError(
@@ -239,14 +235,28 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
                 )
             autoencoder = load_autoencoder(name)
             check_autoencoder(autoencoder, self.config, name=f"the autoencoder {name!r}")
-            object.__setattr__(self, "_autoencoder", autoencoder)
-        return self._autoencoder
+            self._attach(autoencoder)
+        return self._modules[AUTOENCODER_ATTRIBUTE]
 
     def set_autoencoder(self, autoencoder) -> None:
-        """Decode with this in-memory `autoencoder` (checked to have codes matching the prior); it stays out of the
-        prior's weights, and `config.autoencoder_name_or_path` is left as it is."""
+        """Decode with this in-memory `autoencoder` (checked to have codes matching the prior; moved to the prior's
+        device, put in eval mode and frozen); it stays out of the prior's weights, and
+        `config.autoencoder_name_or_path` is left as it is."""
         check_autoencoder(autoencoder, self.config)
-        object.__setattr__(self, "_autoencoder", autoencoder)
+        self._attach(autoencoder)
+
+    def _attach(self, autoencoder) -> None:
+        autoencoder.requires_grad_(False)
+        # nn.Module.__setattr__ registers a module value in _modules, where the `autoencoder` property reads it
+        setattr(self, AUTOENCODER_ATTRIBUTE, autoencoder.to(self.device).eval())
+
+    def train(self, mode: bool = True):
+        """Train the prior; its autoencoder stays in eval mode (a VQ codebook would otherwise update itself when
+        the autoencoder encodes)."""
+        super().train(mode)
+        if self._modules[AUTOENCODER_ATTRIBUTE] is not None:
+            self._modules[AUTOENCODER_ATTRIBUTE].eval()
+        return self
 
     # ----------------------------------------------------------------------------------------- checks
     def check_codes(self, codes, name: str = "input_ids") -> None:
@@ -298,10 +308,6 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         return config.class_token_id(labels)
 
     # ----------------------------------------------------------------------------------------- API
-    def loss_weights_at_step(self, step: int) -> dict[str, float]:
-        """Keyword arguments of `forward` that the training loop passes at `step`: none (a single loss term)."""
-        return {}
-
     def _code_logits(self, input_ids: torch.LongTensor, past_key_values: DynamicCache | None = None) -> torch.Tensor:
         """Token ids (B, L) (condition token first, when the cache is empty) -> code logits (B, L, K); with a cache,
         the new tokens attend to the cached ones and are appended to it."""
@@ -316,7 +322,6 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         input_ids: torch.LongTensor,
         class_labels: torch.LongTensor | None = None,
         return_dict: bool = True,
-        generator: torch.Generator | None = None,
     ):
         r"""
         Args:
@@ -326,8 +331,8 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
             class_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 The images' class labels; required by a conditional prior (`num_classes > 0`), refused by an
                 unconditional one.
-            generator (`torch.Generator`, *optional*):
-                Accepted for the common API (the training loop passes one); the loss draws no noise.
+
+        The loss draws no noise, so `forward` takes no `generator`.
 
         Returns:
             [`PatchPriorOutput`] with the mean cross-entropy per code and the logits `(batch_size, sequence_length,
@@ -426,15 +431,13 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.LongTensor) -> torch.Tensor:
-        """Codes (n, num_patches) -> images (n, C, H, W) in [0, 1], decoded by the autoencoder on this prior's
-        device."""
+        """Codes (n, num_patches) -> images (n, C, H, W) in [0, 1], decoded by the autoencoder (a submodule, so on
+        the prior's device)."""
         self.check_codes(codes, name="codes")
         if codes.shape[1] != self.config.num_patches:
             raise ValueError(f"codes must have {self.config.num_patches} codes per image, got {codes.shape[1]}")
         autoencoder = self.autoencoder
-        if autoencoder.device != self.device:
-            autoencoder.to(self.device)
-        return autoencoder.decode_codes(codes.to(self.device)).reconstruction.float().clamp(0, 1)
+        return autoencoder.decode_codes(codes.to(autoencoder.device)).reconstruction.float().clamp(0, 1)
 
     @torch.no_grad()
     def sample(
@@ -447,10 +450,10 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
         generator: torch.Generator | int | None = None,
         return_intermediates: bool = False,
         use_cache: bool = True,
-    ) -> PatchPriorGenerationOutput:
+    ) -> AutoencoderSampleOutput:
         """Generate `num_samples` images: sample their codes ([`generate_codes`], same arguments) and decode them with
         the autoencoder. `return_intermediates=True` adds the frames of the images filling in patch by patch
-        (see [`PatchPriorGenerationOutput`])."""
+        (see [`AutoencoderSampleOutput`])."""
         codes = self.generate_codes(
             num_samples, class_labels, temperature=temperature, top_k=top_k, do_sample=do_sample,
             generator=generator, use_cache=use_cache,
@@ -464,7 +467,7 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
             unfilled = torch.full_like(samples, UNFILLED_PATCH_VALUE)
             # (N + 1, 1, 1, H, W) masks broadcast over samples and channels -> (N + 1, n, C, H, W)
             intermediates = torch.where(masks[:, None, None], samples[None], unfilled[None])
-        return PatchPriorGenerationOutput(samples=samples, intermediates=intermediates, codes=codes)
+        return AutoencoderSampleOutput(samples=samples, intermediates=intermediates, codes=codes)
 
 
 __all__ = [

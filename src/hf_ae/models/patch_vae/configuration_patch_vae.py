@@ -1,9 +1,10 @@
 """PatchVae configuration."""
 
-import copy
 import math
 
 from transformers import PretrainedConfig
+
+from .configuration_autoencoder import WEIGHT_SCHEDULES, AutoencoderConfigMixin, RenamedField
 
 # Bottlenecks implemented in modeling_patch_vae.PATCH_VAE_BOTTLENECK_CLASSES.
 PATCH_VAE_BOTTLENECKS = ("none", "kl", "vq", "fsq")
@@ -33,7 +34,7 @@ PATCH_VAE_CUSTOM_PIPELINES = {
 }
 
 
-class PatchVaeConfig(PretrainedConfig):
+class PatchVaeConfig(AutoencoderConfigMixin, PretrainedConfig):
     r"""
     Configuration of a [`PatchVaeModel`]: a ViT encoder over image patches, one latent vector per patch,
     and a ViT decoder that maps the latents back to patches.
@@ -78,13 +79,17 @@ class PatchVaeConfig(PretrainedConfig):
             each of the `latent_dim = len(fsq_levels)` dimensions is bounded and rounded to `fsq_levels[i]`
             values). `vq` and `fsq` give every patch a code index, sampled with a patch prior
             (`hf_ae.models.patch_prior`) rather than from N(0, I).
-        kl_weight (`float`, *optional*, defaults to 0.05):
-            Weight of the KL term after warm-up (beta of a beta-VAE). Both loss terms are per input value
-            (the KL summed over latent dimensions is divided by `num_channels * image_size**2`), so with
-            `reconstruction_loss="bce"` and `kl_weight=1.0` the loss is the negative ELBO per pixel.
-        kl_warmup_steps (`int`, *optional*, defaults to 0):
-            Number of optimisation steps over which the KL weight rises linearly from 0 to `kl_weight`
-            (see [`PatchVaeModel.kl_weight_at_step`]); 0 means the full weight from the first step.
+        reg_weight (`float`, *optional*, defaults to 0.05):
+            Weight of the bottleneck's regulariser, the KL term of `bottleneck="kl"`, after warm-up (beta of a
+            beta-VAE). Both loss terms are per input value (the KL summed over latent dimensions is divided by
+            `num_channels * image_size**2`), so with `reconstruction_loss="bce"` and `reg_weight=1.0` the loss is
+            the negative ELBO per pixel. Called `kl_weight` before; configs with that name still load.
+        reg_schedule (`str`, *optional*, defaults to `"linear"`):
+            How the weight rises over `reg_warmup_steps`: `"linear"`, `"sigmoid"` or `"constant"` (see
+            [`PatchVaeModel.reg_weight_at_step`]).
+        reg_warmup_steps (`int`, *optional*, defaults to 0):
+            Number of optimisation steps over which the weight rises from 0 to `reg_weight`; 0 means the full
+            weight from the first step. Called `kl_warmup_steps` before.
         reconstruction_loss (`str`, *optional*, defaults to `"mse"`):
             `"mse"` (mean squared error on a linear output) or `"bce"` (binary cross-entropy on logits; the
             reconstruction is their sigmoid). Targets must lie in [0, 1] for `"bce"`.
@@ -127,6 +132,14 @@ class PatchVaeConfig(PretrainedConfig):
     """
 
     model_type = "patch_vae"
+    default_custom_pipelines = PATCH_VAE_CUSTOM_PIPELINES
+    # One name per idea across the hf_ae models: FunnelVae's regulariser weight was always `reg_weight`.
+    renamed_fields = (
+        RenamedField("kl_weight", "reg_weight", reason="the regulariser weight has one name in every hf_ae model"),
+        RenamedField("kl_warmup_steps", "reg_warmup_steps", reason="the regulariser warm-up has one name in every hf_ae model"),
+    )
+    # the old names still read and write the renamed fields
+    attribute_map = {"kl_weight": "reg_weight", "kl_warmup_steps": "reg_warmup_steps"}
 
     def __init__(
         self,
@@ -146,8 +159,9 @@ class PatchVaeConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         latent_dim: int = 2,
         bottleneck: str = "kl",
-        kl_weight: float = 0.05,
-        kl_warmup_steps: int = 0,
+        reg_weight: float = 0.05,
+        reg_schedule: str = "linear",
+        reg_warmup_steps: int = 0,
         reconstruction_loss: str = "mse",
         codebook_size: int = 512,
         vq_ema: bool = True,
@@ -178,8 +192,9 @@ class PatchVaeConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.latent_dim = latent_dim
         self.bottleneck = bottleneck
-        self.kl_weight = kl_weight
-        self.kl_warmup_steps = kl_warmup_steps
+        self.reg_weight = reg_weight
+        self.reg_schedule = reg_schedule
+        self.reg_warmup_steps = reg_warmup_steps
         self.reconstruction_loss = reconstruction_loss
         self.codebook_size = codebook_size
         self.vq_ema = vq_ema
@@ -190,20 +205,8 @@ class PatchVaeConfig(PretrainedConfig):
         self.vq_cosine = vq_cosine
         self.vq_sync_codebook = vq_sync_codebook
         self.fsq_levels = list(fsq_levels)
-        # A copy per config: transformers' pipeline() rewrites the "pt" entries of this dict in place.
-        kwargs.setdefault("custom_pipelines", copy.deepcopy(PATCH_VAE_CUSTOM_PIPELINES))
         super().__init__(**kwargs)
         self.validate_fields()
-
-    def to_dict(self):
-        output = super().to_dict()
-        # transformers' pipeline() (clean_custom_task) replaces the class names under "pt" with the classes
-        # themselves, in this config's dict; turn them back into names so the config stays JSON.
-        pipelines = output.get("custom_pipelines") or {}
-        for task, info in pipelines.items():
-            names = [c if isinstance(c, str) else c.__name__ for c in info.get("pt", ())]
-            pipelines[task] = {**info, "pt": names}
-        return output
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""
@@ -239,10 +242,12 @@ class PatchVaeConfig(PretrainedConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if self.kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight!r}")
-        if isinstance(self.kl_warmup_steps, bool) or not isinstance(self.kl_warmup_steps, int) or self.kl_warmup_steps < 0:
-            raise ValueError(f"kl_warmup_steps must be a non-negative integer, got {self.kl_warmup_steps!r}")
+        if self.reg_weight < 0:
+            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight!r}")
+        if self.reg_schedule not in WEIGHT_SCHEDULES:
+            raise ValueError(f"reg_schedule must be one of {WEIGHT_SCHEDULES}, got {self.reg_schedule!r}")
+        if isinstance(self.reg_warmup_steps, bool) or not isinstance(self.reg_warmup_steps, int) or self.reg_warmup_steps < 0:
+            raise ValueError(f"reg_warmup_steps must be a non-negative integer, got {self.reg_warmup_steps!r}")
         if isinstance(self.codebook_size, bool) or not isinstance(self.codebook_size, int) or self.codebook_size < 2:
             raise ValueError(f"codebook_size must be an integer >= 2, got {self.codebook_size!r}")
         for name in ("vq_ema", "vq_cosine", "vq_sync_codebook"):

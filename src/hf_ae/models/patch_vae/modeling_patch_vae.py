@@ -26,13 +26,27 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.vit.modeling_vit import ViTLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_patch_vae import PatchVaeConfig
+from .modeling_autoencoder import (
+    AutoencoderMixin,
+    AutoencoderSampleOutput,
+    DiagonalGaussianPosterior,
+    code_statistics,
+    lerp,
+    patchify,
+    randn_with_generator,
+    scheduled_weight,
+    slerp,
+    unpatchify,
+)
 
 # Imported so that `save_pretrained` copies the pipelines next to the model (remote code follows the
 # relative imports of the modeling file); `config.custom_pipelines` points at them.
 from .pipeline_autoencoder import AUTOENCODER_PIPELINE_CLASSES  # noqa: F401
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -79,12 +93,13 @@ class PatchVaeOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
-            `recon_loss + kl_weight * kl_loss + commitment_weight * commitment_loss (+ codebook_loss)`, returned when
+            `recon_loss + reg_weight * reg_loss + commitment_weight * commitment_loss (+ codebook_loss)`, returned when
             targets are available (always, for an autoencoder).
         recon_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Reconstruction loss per input value (MSE or BCE).
-        kl_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            KL(q(z|x) || N(0, I)) summed over latent dimensions, averaged over the batch and divided by the
+        reg_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The bottleneck's regulariser (the name every hf_ae model gives it; `kl_loss` before, still readable as an
+            attribute): KL(q(z|x) || N(0, I)) summed over latent dimensions, averaged over the batch and divided by the
             number of input values per image; zero for `bottleneck="none"`.
         latents (`torch.FloatTensor` of shape `(batch_size, num_patches, latent_dim)`):
             The latents that were decoded (a posterior sample while training a VAE, else its mean).
@@ -108,7 +123,7 @@ class PatchVaeOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     recon_loss: torch.FloatTensor | None = None
-    kl_loss: torch.FloatTensor | None = None
+    reg_loss: torch.FloatTensor | None = None
     latents: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
@@ -119,69 +134,10 @@ class PatchVaeOutput(ModelOutput):
     codebook_usage: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
 
-
-def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, C*p*p), patches in raster order, each patch flattened as (C, p, p)."""
-    batch_size, num_channels, height, width = pixel_values.shape
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"patch_size={patch_size} does not divide the image size {height}x{width}")
-    rows, cols = height // patch_size, width // patch_size
-    patches = pixel_values.reshape(batch_size, num_channels, rows, patch_size, cols, patch_size)
-    patches = patches.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, p, p)
-    return patches.reshape(batch_size, rows * cols, num_channels * patch_size * patch_size)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: int, num_channels: int, image_size: int) -> torch.Tensor:
-    """(B, N, C*p*p) -> (B, C, H, W), the inverse of `patchify` for square images."""
-    batch_size, num_patches, patch_dim = patches.shape
-    rows = cols = image_size // patch_size
-    if num_patches != rows * cols or patch_dim != num_channels * patch_size * patch_size:
-        raise ValueError(
-            f"expected patches of shape (B, {rows * cols}, {num_channels * patch_size * patch_size}), "
-            f"got {tuple(patches.shape)}"
-        )
-    images = patches.reshape(batch_size, rows, cols, num_channels, patch_size, patch_size)
-    images = images.permute(0, 3, 1, 4, 2, 5)  # (B, C, rows, p, cols, p)
-    return images.reshape(batch_size, num_channels, image_size, image_size)
-
-
-def slerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
-    """
-    Spherical interpolation along the last dimension, one angle per vector (per latent token, as in
-    transformer-vae). Where the two vectors are (anti-)parallel the angle's sine vanishes, and a zero vector
-    has no direction: slerp is undefined there and falls back to linear interpolation instead of NaN.
-
-    start, end: (..., d); ratio: a float or a tensor broadcastable to (..., 1).
-    """
-    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    start_norm, end_norm = start.norm(dim=-1, keepdim=True), end.norm(dim=-1, keepdim=True)
-    cos_angle = ((start / start_norm.clamp_min(eps)) * (end / end_norm.clamp_min(eps))).sum(-1, keepdim=True)
-    angle = torch.acos(cos_angle.clamp(-1.0, 1.0))
-    sin_angle = torch.sin(angle)
-    # a zero vector has no direction either
-    degenerate = (sin_angle.abs() < 1e-4) | (start_norm < eps) | (end_norm < eps)
-    safe_sin = torch.where(degenerate, torch.ones_like(sin_angle), sin_angle)
-    start_weight = torch.where(degenerate, 1.0 - ratio, torch.sin((1.0 - ratio) * angle) / safe_sin)
-    end_weight = torch.where(degenerate, ratio, torch.sin(ratio * angle) / safe_sin)
-    return start_weight * start + end_weight * end
-
-
-def lerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float) -> torch.Tensor:
-    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    return start + ratio * (end - start)
-
-
-def randn_with_generator(shape, generator, device, dtype) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
-    noise_device = generator.device if generator is not None else device
-    # empty().normal_() draws what torch.randn draws from the same generator, and unlike torch.randn(generator=)
-    # it takes the symbolic sizes of a torch.compile graph with dynamic shapes (text batches vary in length).
-    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).normal_(generator=generator)
-    return noise.to(device, dtype)
-
-
-def randn_like_with_generator(tensor: torch.Tensor, generator) -> torch.Tensor:
-    return randn_with_generator(tensor.shape, generator, tensor.device, tensor.dtype)
+    @property
+    def kl_loss(self) -> torch.FloatTensor | None:
+        """The name of `reg_loss` before every hf_ae model called its regulariser loss `reg_loss`."""
+        return self.reg_loss
 
 
 @dataclass
@@ -218,27 +174,16 @@ class PatchVaeGaussianBottleneck(nn.Module):
     def __init__(self, config: PatchVaeConfig):
         super().__init__()
         self.proj = nn.Linear(config.hidden_size, 2 * config.latent_dim)
-        # Normalises the KL to the per-value scale of the reconstruction loss (see PatchVaeConfig.kl_weight).
+        # Normalises the KL to the per-value scale of the reconstruction loss (see PatchVaeConfig.reg_weight).
         self.values_per_image = config.num_channels * config.image_size**2
 
     def forward(self, hidden_states, sample_posterior: bool = False, generator=None) -> BottleneckOutput:
-        mean, logvar = self.proj(hidden_states).chunk(2, dim=-1)  # each (B, N, d)
-        logvar = logvar.clamp(-30.0, 20.0)  # as in diffusers' DiagonalGaussianDistribution
-        latents = mean
-        if sample_posterior:
-            noise = randn_like_with_generator(mean, generator)
-            latents = mean + torch.exp(0.5 * logvar) * noise
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)  # (B, N, d)
-        kl_loss = kl.sum(dim=(1, 2)).mean() / self.values_per_image
-        return BottleneckOutput(latents=latents, latent_mean=mean, latent_logvar=logvar, kl_loss=kl_loss)
-
-
-def code_statistics(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """codes (...) -> (share of the `num_codes` codes that occur, perplexity exp(H) of their histogram)."""
-    counts = torch.bincount(codes.flatten(), minlength=num_codes).float()  # (K,)
-    probabilities = counts / counts.sum()
-    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum()
-    return (counts > 0).float().mean(), entropy.exp()
+        posterior = DiagonalGaussianPosterior.from_parameters(self.proj(hidden_states))  # mean, logvar (B, N, d)
+        latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+        kl_loss = posterior.kl().mean() / self.values_per_image
+        return BottleneckOutput(
+            latents=latents, latent_mean=posterior.mean, latent_logvar=posterior.logvar, kl_loss=kl_loss
+        )
 
 
 def distributed_world_size() -> int:
@@ -462,11 +407,9 @@ class PatchVaeDecoder(nn.Module):
         return unpatchify(patches, config.patch_size, config.num_channels, config.image_size)
 
 
-class PatchVaePreTrainedModel(PreTrainedModel):
+class PatchVaePreTrainedModel(AutoencoderMixin, PreTrainedModel):
     config_class = PatchVaeConfig
     base_model_prefix = "patch_vae"
-    # what the model reads (transformers' default is "text"), as ViTModel declares it
-    input_modalities = ("image",)
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
@@ -512,10 +455,6 @@ class PatchVaeModel(PatchVaePreTrainedModel):
     ```
     """
 
-    # Generation by a named method (UNetAe's iterative denoising, manifold walk): none here; `sample()` draws from the
-    # prior when `can_sample_prior` (a "kl" bottleneck).
-    generation_methods: tuple[str, ...] = ()
-
     def __init__(self, config: PatchVaeConfig):
         super().__init__(config)
         self.encoder = PatchVaeEncoder(config)
@@ -530,30 +469,6 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         return None
 
     # ----------------------------------------------------------------------------------------- checks
-    def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
-        """Raise a ValueError that says what was expected and what came; nothing is resized or cast."""
-        config = self.config
-        expected = f"(batch_size, {config.num_channels}, {config.image_size}, {config.image_size})"
-        if not isinstance(pixel_values, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(pixel_values).__name__}")
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype} "
-                "(convert uint8 images with `.float() / 255`)"
-            )
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (
-            config.num_channels,
-            config.image_size,
-            config.image_size,
-        ):
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] == 0:
-            raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
-        # step, and the training script's images are decoded from files). Evaluation and inference still check.
-        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-
     def check_latents(self, latents) -> None:
         config = self.config
         expected = (config.num_patches, config.latent_dim)
@@ -564,15 +479,19 @@ class PatchVaeModel(PatchVaePreTrainedModel):
             raise ValueError("latents is an empty batch (batch_size=0)")
 
     # ----------------------------------------------------------------------------------------- API
+    def reg_weight_at_step(self, step: int) -> float:
+        """The regulariser (KL) weight after `step` optimisation steps, following `reg_schedule` over
+        `reg_warmup_steps`."""
+        config = self.config
+        return scheduled_weight(config.reg_weight, step, config.reg_warmup_steps, config.reg_schedule)
+
     def kl_weight_at_step(self, step: int) -> float:
-        """KL weight after `step` optimisation steps: a linear warm-up over `kl_warmup_steps`."""
-        warmup = self.config.kl_warmup_steps
-        scale = 1.0 if warmup == 0 else min(1.0, step / warmup)
-        return self.config.kl_weight * scale
+        """The name before the regulariser weight had one name in every model: [`reg_weight_at_step`]."""
+        return self.reg_weight_at_step(step)
 
     def loss_weights_at_step(self, step: int) -> dict[str, float]:
         """Keyword arguments of `forward` that the training loop passes at `step` (the warmed-up KL weight)."""
-        return {"kl_weight": self.kl_weight_at_step(step)}
+        return {"reg_weight": self.reg_weight_at_step(step)}
 
     def encode(
         self,
@@ -643,6 +562,7 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         return_dict: bool = True,
         generator: torch.Generator | None = None,
         sample_posterior: bool | None = None,
+        reg_weight: float | None = None,
         kl_weight: float | None = None,
     ):
         r"""
@@ -656,9 +576,11 @@ class PatchVaeModel(PatchVaePreTrainedModel):
                 Source of the posterior noise, for reproducible samples.
             sample_posterior (`bool`, *optional*):
                 Decode a posterior sample (VAE training) rather than its mean; defaults to `self.training`.
+            reg_weight (`float`, *optional*):
+                Regulariser (KL) weight for this step (the training loop passes `reg_weight_at_step(step)`); defaults
+                to `config.reg_weight`.
             kl_weight (`float`, *optional*):
-                KL weight for this step (the training loop passes `kl_weight_at_step(step)`); defaults to
-                `config.kl_weight`.
+                The name of `reg_weight` before the rename; still accepted, with a warning.
         """
         targets = pixel_values if labels is None else labels
         if labels is not None:
@@ -680,9 +602,15 @@ class PatchVaeModel(PatchVaePreTrainedModel):
             recon_loss = F.binary_cross_entropy_with_logits(logits, targets)
         else:
             recon_loss = F.mse_loss(logits, targets)
-        kl_loss = encoded.kl_loss if encoded.kl_loss is not None else recon_loss.new_zeros(())
-        weight = self.config.kl_weight if kl_weight is None else kl_weight
-        loss = recon_loss + weight * kl_loss
+        if kl_weight is not None:
+            if reg_weight is not None and reg_weight != kl_weight:
+                raise ValueError(f"got kl_weight={kl_weight} and reg_weight={reg_weight}: kl_weight is reg_weight's "
+                                 "name before the rename; give only reg_weight")
+            logger.warning_once("PatchVaeModel.forward: `kl_weight` is now called `reg_weight`")
+            reg_weight = kl_weight
+        reg_loss = encoded.kl_loss if encoded.kl_loss is not None else recon_loss.new_zeros(())
+        weight = self.config.reg_weight if reg_weight is None else reg_weight
+        loss = recon_loss + weight * reg_loss
         if encoded.commitment_loss is not None:
             loss = loss + self.config.commitment_weight * encoded.commitment_loss
         if encoded.codebook_loss is not None:
@@ -691,7 +619,7 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         output = PatchVaeOutput(
             loss=loss,
             recon_loss=recon_loss,
-            kl_loss=kl_loss,
+            reg_loss=reg_loss,
             latents=encoded.latents,
             reconstruction=reconstruction,
             latent_mean=encoded.latent_mean,
@@ -706,17 +634,8 @@ class PatchVaeModel(PatchVaePreTrainedModel):
 
     # ------------------------------------------------------------------------------------ generation
     @property
-    def modality(self) -> str:
-        """What the model encodes and decodes: "image"."""
-        return "image"
-
-    @property
-    def can_interpolate(self) -> bool:
-        """True: the decoder reads only the latents, so decoding a mix of two images' latents is meaningful."""
-        return True
-
-    @property
     def can_sample_prior(self) -> bool:
+        """A "kl" bottleneck has a prior N(0, I) to sample; quantizers' codes are sampled by a PatchPrior."""
         return self.config.bottleneck == "kl"
 
     @torch.no_grad()
@@ -726,8 +645,9 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         latents: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Decode `num_samples` draws from the prior N(0, temperature^2 I) -> images (num_samples, C, H, W)."""
+    ) -> AutoencoderSampleOutput:
+        """Decode `num_samples` draws from the prior N(0, temperature^2 I) -> `samples`, images (num_samples, C, H, W),
+        and the `latents` they were decoded from."""
         if not self.can_sample_prior:
             hint = ""
             if self.config.num_codes is not None:
@@ -742,34 +662,7 @@ class PatchVaeModel(PatchVaePreTrainedModel):
                 raise ValueError(f"num_samples must be >= 1, got {num_samples}")
             shape = (num_samples, self.config.num_patches, self.config.latent_dim)
             latents = randn_with_generator(shape, generator, self.device, self.dtype) * temperature
-        return self.decode(latents).reconstruction
-
-    @staticmethod
-    def interpolate_latents(
-        start: torch.Tensor, end: torch.Tensor, ratios: torch.Tensor, method: str = "slerp"
-    ) -> torch.Tensor:
-        """start, end (N, d); ratios (S,) -> (S, N, d), interpolating each latent token on its own."""
-        if method not in ("slerp", "lerp"):
-            raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
-        if start.shape != end.shape:
-            raise ValueError(f"start and end latents differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
-        ratios = ratios.to(start).view(-1, *([1] * start.ndim))  # (S, 1, 1)
-        fn = slerp if method == "slerp" else lerp
-        return fn(start.unsqueeze(0), end.unsqueeze(0), ratios)
-
-    @torch.no_grad()
-    def interpolate(
-        self, pixel_values: torch.Tensor, num_steps: int = 8, method: str = "slerp"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two images (2, C, H, W) -> (ratios (S,), decoded path (S, C, H, W)) with ratios from 0 to 1."""
-        if pixel_values.shape[0] != 2:
-            raise ValueError(f"interpolate needs exactly 2 images, got {pixel_values.shape[0]}")
-        if num_steps < 2:
-            raise ValueError(f"num_steps must be >= 2 (both ends are included), got {num_steps}")
-        latents = self.encode(pixel_values).latents  # (2, N, d), posterior means
-        ratios = torch.linspace(0.0, 1.0, num_steps, device=latents.device)
-        path = self.interpolate_latents(latents[0], latents[1], ratios, method)
-        return ratios, self.decode(path).reconstruction
+        return AutoencoderSampleOutput(samples=self.decode(latents).reconstruction, latents=latents)
 
 
 __all__ = [

@@ -1,10 +1,12 @@
 """UNetAe configuration."""
 
-import copy
 
 from transformers import PretrainedConfig
 
+from .configuration_autoencoder import AutoencoderConfigMixin, RenamedField
+
 UNET_AE_NORMS = ("batch", "group")
+# The values of `bottleneck`, UNetAe's name for `mlp_bottleneck` before the rename.
 UNET_AE_BOTTLENECKS = ("none", "mlp")
 UNET_AE_ATTENTIONS = ("none", "linear", "dot")
 # diffusers' get_activation names (the ResnetBlock2D `non_linearity`)
@@ -23,7 +25,14 @@ UNET_AE_CUSTOM_PIPELINES = {
 }
 
 
-class UNetAeConfig(PretrainedConfig):
+def mlp_bottleneck_from_bottleneck(value) -> bool:
+    """An old config's `bottleneck` ("none" or "mlp") -> `mlp_bottleneck`."""
+    if value not in UNET_AE_BOTTLENECKS:
+        raise ValueError(f"bottleneck (now mlp_bottleneck) must be one of {UNET_AE_BOTTLENECKS}, got {value!r}")
+    return value == "mlp"
+
+
+class UNetAeConfig(AutoencoderConfigMixin, PretrainedConfig):
     r"""
     Configuration of a [`UNetAeModel`]: the convolutional U-Net autoencoder of the essay "Autoencoders: learning by copying", which learns to copy its
     inputs and so, without being trained to, removes noise, walks its learned manifold and generates images by
@@ -55,11 +64,13 @@ class UNetAeConfig(PretrainedConfig):
             U-Net skip connections from each encoder level to the decoder level of the same resolution. Off by
             default: the seed removes them because with them the model learns to copy its input (the identity)
             and stops denoising. With them on, `decode` also needs the encoder's `skip_features`.
-        bottleneck (`str`, *optional*, defaults to `"none"`):
-            `"none"`: the latents are the last level's feature map `(batch, latent_channels, h, w)`. `"mlp"`: the
+        mlp_bottleneck (`bool`, *optional*, defaults to `False`):
+            False: the latents are the last level's feature map `(batch, latent_channels, h, w)`. True: the
             seed's "U-Net with a hidden MLP": the feature map is flattened and passed through fully connected
             layers `flat -> mlp_hidden_dim -> latent_dim -> mlp_hidden_dim -> flat`, so every output pixel depends
-            on every input pixel and the latents are vectors `(batch, latent_dim)`.
+            on every input pixel and the latents are vectors `(batch, latent_dim)`. Called `bottleneck` ("none" or
+            "mlp") before; in the other hf_ae models `bottleneck` is what shapes the latents (a VAE's KL, a
+            quantizer), so UNetAe's field was renamed. Configs with the old name still load.
         latent_channels (`int`, *optional*):
             Channels of the latent feature map (a 1x1 convolution after the encoder); defaults to the last entry of
             `block_out_channels` (no projection).
@@ -102,8 +113,13 @@ class UNetAeConfig(PretrainedConfig):
     """
 
     model_type = "unet_ae"
+    default_custom_pipelines = UNET_AE_CUSTOM_PIPELINES
     # the trainer and the pipelines call the image channels `num_channels`
     attribute_map = {"num_channels": "in_channels"}
+    renamed_fields = (
+        RenamedField("bottleneck", "mlp_bottleneck", convert=mlp_bottleneck_from_bottleneck,
+                     reason="in the other hf_ae models `bottleneck` is what shapes the latents; True for 'mlp'"),
+    )
 
     def __init__(
         self,
@@ -116,7 +132,7 @@ class UNetAeConfig(PretrainedConfig):
         norm_num_groups: int = 8,
         act_fn: str = "relu",
         skip_connections: bool = False,
-        bottleneck: str = "none",
+        mlp_bottleneck: bool = False,
         latent_channels: int | None = None,
         mlp_hidden_dim: int = 256,
         latent_dim: int = 64,
@@ -142,7 +158,7 @@ class UNetAeConfig(PretrainedConfig):
         self.norm_num_groups = norm_num_groups
         self.act_fn = act_fn
         self.skip_connections = skip_connections
-        self.bottleneck = bottleneck
+        self.mlp_bottleneck = mlp_bottleneck
         self.latent_channels = self.block_out_channels[-1] if latent_channels is None and block_out_channels else latent_channels
         self.mlp_hidden_dim = mlp_hidden_dim
         self.latent_dim = latent_dim
@@ -154,21 +170,8 @@ class UNetAeConfig(PretrainedConfig):
         self.generation_noise_mean = generation_noise_mean
         self.generation_noise_std = generation_noise_std
         self.initializer_range = initializer_range
-        # A copy per config: transformers' pipeline() rewrites the "pt" entries of this dict in place.
-        kwargs.setdefault("custom_pipelines", copy.deepcopy(UNET_AE_CUSTOM_PIPELINES))
         super().__init__(**kwargs)
         self.validate_fields()
-
-    # Copied from hf_ae.models.patch_vae.configuration_patch_vae.PatchVaeConfig.to_dict
-    def to_dict(self):
-        output = super().to_dict()
-        # transformers' pipeline() (clean_custom_task) replaces the class names under "pt" with the classes
-        # themselves, in this config's dict; turn them back into names so the config stays JSON.
-        pipelines = output.get("custom_pipelines") or {}
-        for task, info in pipelines.items():
-            names = [c if isinstance(c, str) else c.__name__ for c in info.get("pt", ())]
-            pipelines[task] = {**info, "pt": names}
-        return output
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""
@@ -192,7 +195,6 @@ class UNetAeConfig(PretrainedConfig):
             )
         for name, value, choices in (
             ("norm", self.norm, UNET_AE_NORMS),
-            ("bottleneck", self.bottleneck, UNET_AE_BOTTLENECKS),
             ("attention", self.attention, UNET_AE_ATTENTIONS),
             ("act_fn", self.act_fn, UNET_AE_ACTIVATIONS),
         ):
@@ -202,8 +204,9 @@ class UNetAeConfig(PretrainedConfig):
             bad = [c for c in channels if c % self.norm_num_groups]
             if bad:
                 raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {bad}")
-        if not isinstance(self.skip_connections, bool):
-            raise ValueError(f"skip_connections must be True or False, got {self.skip_connections!r}")
+        for name in ("skip_connections", "mlp_bottleneck"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         resolutions = self.level_resolutions
         for resolution in self.attention_resolutions:
             if resolution not in resolutions:
@@ -227,6 +230,15 @@ class UNetAeConfig(PretrainedConfig):
             raise ValueError(f"generation_noise_std must be >= 0, got {self.generation_noise_std!r}")
 
     @property
+    def bottleneck(self) -> str:
+        """The name before the rename: "mlp" when `mlp_bottleneck`, else "none"."""
+        return "mlp" if self.mlp_bottleneck else "none"
+
+    @bottleneck.setter
+    def bottleneck(self, value) -> None:
+        self.mlp_bottleneck = mlp_bottleneck_from_bottleneck(value)
+
+    @property
     def level_resolutions(self) -> list[int]:
         """Feature-map size of each level: image_size, image_size / 2, ..."""
         return [self.image_size // 2**level for level in range(len(self.block_out_channels))]
@@ -238,7 +250,7 @@ class UNetAeConfig(PretrainedConfig):
     @property
     def latent_shape(self) -> tuple[int, ...]:
         """Shape of one image's latents: (latent_channels, h, w), or (latent_dim,) with the MLP bottleneck."""
-        if self.bottleneck == "mlp":
+        if self.mlp_bottleneck:
             return (self.latent_dim,)
         return (self.latent_channels, self.latent_resolution, self.latent_resolution)
 

@@ -5,7 +5,7 @@ pixel_values (B, C_in, S, S)
   -> encoder level l = 0..L-1: residual blocks (+ attention at chosen sizes), then a stride-2 convolution
      (not after the last level)                (B, c_l, S / 2^l, S / 2^l)
   -> latents: the last feature map             (B, latent_channels, s, s)   s = S / 2^(L-1)
-     or, with bottleneck="mlp", flattened -> hidden -> latent_dim   (B, latent_dim)
+     or, with mlp_bottleneck=True, flattened -> hidden -> latent_dim   (B, latent_dim)
   -> decoder level l = L-1..0: residual blocks (+ attention), then nearest-neighbour upsampling + convolution
      (not after level 0); with skip_connections=True each level first concatenates the encoder's features of
      its resolution (levels 0..L-2; the deepest one is the latents themselves)
@@ -40,6 +40,12 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_unet_ae import UNetAeConfig
+from .modeling_autoencoder import (
+    AutoencoderMixin,
+    AutoencoderSampleOutput,
+    randn_like_with_generator,
+    randn_with_generator,
+)
 
 # Imported so that `save_pretrained` copies the pipelines next to the model (remote code follows the
 # relative imports of the modeling file); `config.custom_pipelines` points at them.
@@ -101,65 +107,8 @@ class UNetAeOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
 
 
-@dataclass
-class UNetAeGenerationOutput(ModelOutput):
-    """
-    Output of [`UNetAeModel.sample`] and of its generation methods.
-
-    Args:
-        samples (`torch.FloatTensor` of shape `(num_samples, out_channels, image_size, image_size)`):
-            The generated images, clipped to [0, 1].
-        intermediates (`torch.FloatTensor` of shape `(num_frames, num_samples, out_channels, image_size, image_size)`, *optional*):
-            Iterative denoising with `return_intermediates=True`: the model's denoised output at every step (the
-            seed's "time point t = n"). Manifold walk: the start images followed by every step's decoding. Clipped
-            to [0, 1].
-    """
-
-    samples: torch.FloatTensor | None = None
-    intermediates: torch.FloatTensor | None = None
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.randn_with_generator
-def randn_with_generator(shape, generator, device, dtype) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
-    noise_device = generator.device if generator is not None else device
-    # empty().normal_() draws what torch.randn draws from the same generator, and unlike torch.randn(generator=)
-    # it takes the symbolic sizes of a torch.compile graph with dynamic shapes (text batches vary in length).
-    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).normal_(generator=generator)
-    return noise.to(device, dtype)
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.randn_like_with_generator
-def randn_like_with_generator(tensor: torch.Tensor, generator) -> torch.Tensor:
-    return randn_with_generator(tensor.shape, generator, tensor.device, tensor.dtype)
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.slerp
-def slerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
-    """
-    Spherical interpolation along the last dimension, one angle per vector (per latent token, as in
-    transformer-vae). Where the two vectors are (anti-)parallel the angle's sine vanishes, and a zero vector
-    has no direction: slerp is undefined there and falls back to linear interpolation instead of NaN.
-
-    start, end: (..., d); ratio: a float or a tensor broadcastable to (..., 1).
-    """
-    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    start_norm, end_norm = start.norm(dim=-1, keepdim=True), end.norm(dim=-1, keepdim=True)
-    cos_angle = ((start / start_norm.clamp_min(eps)) * (end / end_norm.clamp_min(eps))).sum(-1, keepdim=True)
-    angle = torch.acos(cos_angle.clamp(-1.0, 1.0))
-    sin_angle = torch.sin(angle)
-    # a zero vector has no direction either
-    degenerate = (sin_angle.abs() < 1e-4) | (start_norm < eps) | (end_norm < eps)
-    safe_sin = torch.where(degenerate, torch.ones_like(sin_angle), sin_angle)
-    start_weight = torch.where(degenerate, 1.0 - ratio, torch.sin((1.0 - ratio) * angle) / safe_sin)
-    end_weight = torch.where(degenerate, ratio, torch.sin(ratio * angle) / safe_sin)
-    return start_weight * start + end_weight * end
-
-
-# Copied from hf_ae.models.patch_vae.modeling_patch_vae.lerp
-def lerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float) -> torch.Tensor:
-    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
-    return start + ratio * (end - start)
+# `sample()` and the generation methods return the output every hf_ae model's `sample()` returns; the old name stays.
+UNetAeGenerationOutput = AutoencoderSampleOutput
 
 
 def make_norm(config: UNetAeConfig, channels: int) -> nn.Module:
@@ -357,11 +306,9 @@ class UNetAeMlpBottleneck(nn.Module):
         return self.decoder(latents).unflatten(1, self.feature_shape)
 
 
-class UNetAePreTrainedModel(PreTrainedModel):
+class UNetAePreTrainedModel(AutoencoderMixin, PreTrainedModel):
     config_class = UNetAeConfig
     base_model_prefix = "unet_ae"
-    # what the model reads (transformers' default is "text"), as ViTModel declares it
-    input_modalities = ("image",)
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
@@ -406,11 +353,13 @@ class UNetAeModel(UNetAePreTrainedModel):
     """
 
     generation_methods = GENERATION_METHODS
+    # A latent feature map has no tokens: slerp turns the whole latent through one angle.
+    interpolates_per_token = False
 
     def __init__(self, config: UNetAeConfig):
         super().__init__(config)
         self.encoder = UNetAeEncoder(config)
-        self.bottleneck = UNetAeMlpBottleneck(config) if config.bottleneck == "mlp" else None
+        self.bottleneck = UNetAeMlpBottleneck(config) if config.mlp_bottleneck else None
         self.decoder = UNetAeDecoder(config)
         self.post_init()
 
@@ -421,31 +370,6 @@ class UNetAeModel(UNetAePreTrainedModel):
         return None
 
     # ----------------------------------------------------------------------------------------- checks
-    # Copied from hf_ae.models.patch_vae.modeling_patch_vae.PatchVaeModel.check_pixel_values
-    def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
-        """Raise a ValueError that says what was expected and what came; nothing is resized or cast."""
-        config = self.config
-        expected = f"(batch_size, {config.num_channels}, {config.image_size}, {config.image_size})"
-        if not isinstance(pixel_values, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(pixel_values).__name__}")
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype} "
-                "(convert uint8 images with `.float() / 255`)"
-            )
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (
-            config.num_channels,
-            config.image_size,
-            config.image_size,
-        ):
-            raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] == 0:
-            raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
-        # step, and the training script's images are decoded from files). Evaluation and inference still check.
-        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-
     def check_latents(self, latents) -> None:
         expected = tuple(self.config.latent_shape)
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape[1:]) != expected or latents.ndim != len(expected) + 1:
@@ -475,10 +399,6 @@ class UNetAeModel(UNetAePreTrainedModel):
         return tuple(skip_features)
 
     # ----------------------------------------------------------------------------------------- API
-    def loss_weights_at_step(self, step: int) -> dict[str, float]:
-        """Keyword arguments of `forward` that the training loop passes at `step`: none (no regulariser)."""
-        return {}
-
     def encode(self, pixel_values: torch.Tensor, return_dict: bool = True):
         """pixel_values (B, C, S, S) -> latents (B, latent_channels, s, s) or (B, latent_dim) [+ skip_features]."""
         self.check_pixel_values(pixel_values)
@@ -501,8 +421,6 @@ class UNetAeModel(UNetAePreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         return_dict: bool = True,
-        generator: torch.Generator | None = None,
-        sample_posterior: bool | None = None,
     ):
         r"""
         Args:
@@ -511,8 +429,8 @@ class UNetAeModel(UNetAePreTrainedModel):
             labels (`torch.FloatTensor` of shape `(batch_size, out_channels, image_size, image_size)`, *optional*):
                 Reconstruction targets; defaults to `pixel_values` (pass clean images here and noisy ones as
                 `pixel_values` to train a denoising autoencoder, as `scripts/train.py --input_noise_std` does).
-            generator (`torch.Generator`, *optional*), sample_posterior (`bool`, *optional*):
-                Accepted for the common API; UNetAe latents are deterministic and its forward pass draws no noise.
+
+        UNetAe latents are deterministic and its forward pass draws no noise, so it takes no `generator`.
         """
         config = self.config
         if labels is None:
@@ -554,7 +472,9 @@ class UNetAeModel(UNetAePreTrainedModel):
                 for buffer, value in zip(module.buffers(), buffers):
                     buffer.copy_(value)
 
-    def _reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> decode(encode(x)) (B, C_out, S, S), with the encoder's skip features where the model has
+        them. Not under no_grad: the generation loops call it inside their own."""
         encoded = self.encode(pixel_values)
         return self.decode(encoded.latents, skip_features=encoded.skip_features).reconstruction
 
@@ -563,24 +483,14 @@ class UNetAeModel(UNetAePreTrainedModel):
         """Noisy images (B, C, S, S) -> their reconstructions (B, C_out, S, S): what the seed calls denoising.
         `batch_statistics=True` normalises with the batch's statistics (see [`batch_statistics`])."""
         with self.batch_statistics(batch_statistics):
-            return self._reconstruct(pixel_values)
+            return self.reconstruct(pixel_values)
 
     # ------------------------------------------------------------------------------------ generation
-    @property
-    def modality(self) -> str:
-        """What the model encodes and decodes: "image"."""
-        return "image"
-
     @property
     def can_interpolate(self) -> bool:
         """Whether decoding a mix of two images' latents is meaningful: not with `skip_connections`, where the
         decoder also reads encoder features that have no interpolation."""
         return not self.config.skip_connections
-
-    @property
-    def can_sample_prior(self) -> bool:
-        """No prior over the latents: UNetAe generates by iterative denoising or a manifold walk instead."""
-        return False
 
     def _noise(self, num_samples: int, generator, mean: float, std: float) -> torch.Tensor:
         config = self.config
@@ -623,7 +533,7 @@ class UNetAeModel(UNetAePreTrainedModel):
         frames = []
         with self.batch_statistics(use_batch_statistics):
             for step in range(1, steps + 1):
-                denoised = self._reconstruct(current)
+                denoised = self.reconstruct(current)
                 frames.append(denoised.clamp(0, 1))
                 c, d = self.schedule_weights(step, steps, schedule)
                 current = c * denoised + d * self._noise(current.shape[0], generator, mean, std) if d > 0 else denoised
@@ -695,20 +605,6 @@ class UNetAeModel(UNetAePreTrainedModel):
                 raise ValueError(f"num_samples={num_samples} but {pixel_values.shape[0]} start images were given")
             start = pixel_values
         return start, config.generation_batch_statistics if batch_statistics is None else batch_statistics
-
-    @staticmethod
-    def interpolate_latents(
-        start: torch.Tensor, end: torch.Tensor, ratios: torch.Tensor, method: str = "slerp"
-    ) -> torch.Tensor:
-        """start, end: one image's latents (latent_shape); ratios (S,) -> (S, *latent_shape). The whole latent is one
-        vector here (a feature map has no tokens), so slerp turns it through one angle."""
-        if method not in ("slerp", "lerp"):
-            raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
-        if start.shape != end.shape:
-            raise ValueError(f"start and end latents differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
-        ratios = ratios.to(start).view(-1, 1)  # (S, 1)
-        fn = slerp if method == "slerp" else lerp
-        return fn(start.reshape(1, -1), end.reshape(1, -1), ratios).reshape(-1, *start.shape)
 
 
 __all__ = [

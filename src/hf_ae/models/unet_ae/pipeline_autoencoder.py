@@ -1,17 +1,16 @@
 # Copied from hf_ae.models.pipeline_autoencoder
 """Pipelines for every hf_ae autoencoder, written against the common API only:
 
-    model.encode(pixel_values=x).latents             (B, ...) latents (text models: input_ids=, attention_mask=)
-    model.decode(latents).reconstruction             (B, C, H, W) images in [0, 1] (text models: (B, T) token ids)
-    model.sample(n, generator=..., **options)        (n, C, H, W) samples (text models: (n, T) token ids), or an
-                                                     output with `.samples` and `.intermediates` (T, n, C, H, W)
-    model.interpolate_latents(start, end, ratios, method)  (S, ...) latents on the path
+    model.reconstruct(pixel_values=x)                (B, C, H, W) images in [0, 1] (text models: input_ids=,
+                                                     attention_mask= -> (B, T) token ids)
+    model.denoise(x, batch_statistics=...)           (B, C, H, W) the model's output for noisy images
+    model.interpolate(pair, num_steps, method)       ratios (S,) and the decoded path
+    model.sample(n, generator=..., **options)        `.samples` (n, C, H, W) (text models: (n, T) token ids) and,
+                                                     for methods with frames, `.intermediates` (T, n, C, H, W)
+    model.modality, model.generation_methods         what the model reads and how it generates
 
-A model whose decoder also takes encoder features (UNetAe with skip connections) returns them from `encode` as
-`skip_features`, and they are passed on to `decode`; a model with a `denoise` method is asked to denoise with it.
-
-A model is a text model when `config.modality == "text"`; its tokenizer is saved next to it and loaded by
-`pipeline(...)` (or passed as `tokenizer=`).
+as modeling_autoencoder.py declares it for every hf_ae model. A text model's tokenizer is saved next to it and
+loaded by `pipeline(...)` (or passed as `tokenizer=`).
 
 One class per task; this file is copied into each model folder that needs it (`# Copied from`, checked by
 a test) and saved next to the weights, so `pipeline(task, model=repo, trust_remote_code=True)` loads it
@@ -75,13 +74,6 @@ def make_generator(generator=None, seed=None):
     if seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
     return generator
-
-
-def reconstruct(model, model_inputs: dict) -> torch.Tensor:
-    """encode -> decode (posterior means), passing on the encoder's skip features where the model has them."""
-    encoded = model.encode(**model_inputs)
-    extra = {"skip_features": encoded["skip_features"]} if "skip_features" in encoded else {}
-    return model.decode(encoded.latents, **extra).reconstruction
 
 
 def frames_to_gif(frames: list, duration_ms: int = 100) -> bytes:
@@ -182,7 +174,7 @@ class ImageReconstructionPipeline(_AutoencoderPipeline):
 
     def _forward(self, model_inputs):
         # 2. encode -> decode with the posterior mean (deterministic)
-        return {"reconstruction": reconstruct(self.model, model_inputs)}
+        return {"reconstruction": self.model.reconstruct(**model_inputs)}
 
     def postprocess(self, model_outputs):
         # 3. (1, C, H, W) -> PIL
@@ -227,14 +219,8 @@ class ImageDenoisingPipeline(_AutoencoderPipeline):
     def _forward(self, model_inputs, batch_statistics=None):
         # 2. noisy -> encode -> decode
         noisy = model_inputs["pixel_values"]
-        if hasattr(self.model, "denoise"):
-            options = {} if batch_statistics is None else {"batch_statistics": batch_statistics}
-            denoised = self.model.denoise(noisy, **options)
-        elif batch_statistics:
-            raise ValueError(f"batch_statistics applies to BatchNorm models; {type(self.model).__name__} has none")
-        else:
-            denoised = reconstruct(self.model, model_inputs)
-        return {"noisy": noisy, "denoised": denoised}
+        options = {} if batch_statistics is None else {"batch_statistics": batch_statistics}
+        return {"noisy": noisy, "denoised": self.model.denoise(noisy, **options)}
 
     def postprocess(self, model_outputs):
         # 3. -> PIL
@@ -266,8 +252,7 @@ class TextReconstructionPipeline(_AutoencoderPipeline):
 
     def _forward(self, model_inputs, max_new_tokens=None):
         # 2. encode -> greedy decode from the posterior mean
-        latents = self.model.encode(**model_inputs).latents
-        return {"token_ids": self.model.decode(latents, max_new_tokens=max_new_tokens).reconstruction}
+        return {"token_ids": self.model.reconstruct(**model_inputs, max_new_tokens=max_new_tokens)}
 
     def postprocess(self, model_outputs):
         # 3. token ids -> text
@@ -317,15 +302,13 @@ class LatentInterpolationPipeline(_AutoencoderPipeline):
         return self._to_model_inputs(items, resize)
 
     def _forward(self, model_inputs, num_steps: int = 8, method: str = "slerp", max_new_tokens=None):
-        if int(num_steps) < 2:
-            raise ValueError(f"num_steps must be >= 2 (both ends are included), got {num_steps}")
-        # 2. encode both ends (posterior means)
-        latents = self.model.encode(**model_inputs).latents
-        # 3. interpolate each latent token, decode the path
-        ratios = torch.linspace(0.0, 1.0, int(num_steps), device=latents.device)
-        path = self.model.interpolate_latents(latents[0], latents[1], ratios, method)
-        decode_kwargs = {"max_new_tokens": max_new_tokens} if self.is_text_model and max_new_tokens else {}
-        return {"ratios": ratios, "outputs": self.model.decode(path, **decode_kwargs).reconstruction}
+        # 2. encode both ends (posterior means), interpolate each latent token, decode the path (the model's own
+        # `interpolate`, which says why when it cannot)
+        max_new_tokens = max_new_tokens if self.is_text_model and max_new_tokens else None
+        ratios, outputs = self.model.interpolate(
+            **model_inputs, num_steps=int(num_steps), method=method, max_new_tokens=max_new_tokens
+        )
+        return {"ratios": ratios, "outputs": outputs}
 
     def postprocess(self, model_outputs, validator=None):
         # 4. images -> PIL; token ids -> text, checked by the validator
@@ -415,9 +398,7 @@ class AutoencoderGenerationPipeline(_AutoencoderPipeline):
             options["pixel_values"] = model_inputs["pixel_values"]
         options = self._sample_options(options)
         result = self.model.sample(model_inputs["num_images"], generator=generator, **options)
-        if isinstance(result, torch.Tensor):
-            return {"samples": result, "intermediates": None}
-        return {"samples": result.samples, "intermediates": getattr(result, "intermediates", None)}
+        return {"samples": result.samples, "intermediates": result.intermediates}
 
     def postprocess(self, model_outputs, gif: bool = False, gif_duration_ms: int = 100):
         if self.is_text_model:

@@ -2,6 +2,7 @@
 
 import datasets
 import evaluate
+import numpy as np
 
 _DESCRIPTION = """
 For each pair of token sequences of equal length (the predicted tokens, e.g. teacher-forced argmax or greedy
@@ -21,6 +22,21 @@ Example:
 """
 
 
+# The measure is hf_ae's one implementation (hf_ae/evaluation/measures.py), copied so that this module loads on its
+# own; utils/check_copies.py checks the copy.
+# Copied from hf_ae.evaluation.measures.token_measures
+def token_measures(right_tokens, total_tokens) -> dict:
+    """Per sequence, the right tokens and all tokens (N,) each -> `token_accuracy` (right / all, over every token),
+    `exact_match` (the share of sequences whose every token is right), `num_tokens`, `num_sequences`."""
+    right = np.asarray(right_tokens, dtype=np.int64)
+    total = np.asarray(total_tokens, dtype=np.int64)
+    if right.size == 0:
+        raise ValueError("no sequences to measure")
+    num_tokens = int(total.sum())
+    return {"token_accuracy": float(right.sum() / num_tokens) if num_tokens else 0.0,
+            "exact_match": float(np.mean(right == total)), "num_tokens": num_tokens, "num_sequences": int(right.size)}
+
+
 class TextReconstruction(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
@@ -38,16 +54,13 @@ class TextReconstruction(evaluate.Metric):
     def _compute(self, predictions, references):
         if len(predictions) == 0:
             raise ValueError("text_reconstruction needs at least one sequence, got none")
-        right = total = exact = 0
+        right_tokens, total_tokens = [], []
         for index, (prediction, reference) in enumerate(zip(predictions, references)):
             if len(prediction) != len(reference):
                 raise ValueError(
                     f"sequence {index}: the prediction has {len(prediction)} tokens and the reference "
                     f"{len(reference)}; cut or pad predictions to the reference's length first"
                 )
-            matches = sum(p == r for p, r in zip(prediction, reference))
-            right += matches
-            total += len(reference)
-            exact += matches == len(reference)
-        return {"token_accuracy": right / total if total else 0.0, "exact_match": exact / len(references),
-                "num_tokens": total, "num_sequences": len(references)}
+            right_tokens.append(sum(p == r for p, r in zip(prediction, reference)))
+            total_tokens.append(len(reference))
+        return token_measures(right_tokens, total_tokens)

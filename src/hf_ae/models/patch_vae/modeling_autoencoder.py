@@ -1,0 +1,317 @@
+# Copied from hf_ae.models.modeling_autoencoder
+"""What every hf_ae autoencoder offers, written once, and the pieces the models share.
+
+Every model folder holds a copy of this file (`modeling_autoencoder.py`, checked by utils/check_copies.py, rewritten
+by `make fix-copies`) because a folder on the Hub may import only its siblings. The library imports from here.
+
+The contract, as [`AutoencoderMixin`] declares it (class attributes or properties, never probed with defaults):
+
+    modality                 "image" or "text": what `encode` reads and `decode` returns (or a prior generates)
+    input_modalities         transformers' declaration of what the model reads
+    can_encode               the model has `encode`/`decode` (every autoencoder; not a PatchPrior)
+    can_interpolate          decoding a mix of two inputs' latents is meaningful
+    can_sample_prior         `sample(n)` decodes draws from a prior: a VAE's N(0, I) over its latents, or a
+                             PatchPrior's distribution over its autoencoder's codes
+    generation_methods       names `sample(method=...)` accepts besides the prior (UNetAe's iterative denoising)
+
+    encode(inputs).latents                     (B, ...) latents
+    decode(latents).reconstruction             images (B, C, H, W) for "image"; token ids (B, T) for "text"
+    sample(n, generator=...) -> AutoencoderSampleOutput   `.samples` as `decode` gives them, `.intermediates` where the
+                                                          method has frames, `.codes` and `.latents` where it has them
+    interpolate_latents(start, end, ratios, method)      (S, ...) latents on the path between two inputs
+    interpolate(pair, num_steps, method)       (ratios, decoded path): the latent-interpolation pipeline's work
+    reconstruct(inputs)                        decode(encode(inputs)) of the posterior mean, as `decode` returns it
+    denoise(pixel_values)                      what the model makes of noisy images (its reconstruction)
+    loss_weights_at_step(step)                 the `forward` keyword arguments a training loop passes at `step`
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+from .configuration_autoencoder import WEIGHT_SCHEDULES
+
+
+# ------------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class AutoencoderSampleOutput(ModelOutput):
+    """
+    Output of every hf_ae model's `sample()` and of UNetAe's generation methods.
+
+    Args:
+        samples (`torch.Tensor`):
+            What was generated, as the model's `decode` gives it: images `(num_samples, num_channels, height,
+            width)`, or token ids `(num_samples, length)` for a text model.
+        intermediates (`torch.FloatTensor` of shape `(num_frames, num_samples, num_channels, height, width)`, *optional*):
+            The frames of a generation that has them (UNetAe's iterative denoising and manifold walk, a patch prior
+            filling in patch by patch with `return_intermediates=True`).
+        codes (`torch.LongTensor` of shape `(num_samples, num_patches)`, *optional*):
+            The sampled codes (a patch prior).
+        latents (`torch.FloatTensor`, *optional*):
+            The latents that were decoded (prior sampling of a VAE).
+    """
+
+    samples: torch.Tensor | None = None
+    intermediates: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+    latents: torch.FloatTensor | None = None
+
+
+# -------------------------------------------------------------------------------------------------------- shapes
+def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C*p*p), patches in raster order, each patch flattened as (C, p, p)."""
+    batch_size, num_channels, height, width = pixel_values.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"patch_size={patch_size} does not divide the image size {height}x{width}")
+    rows, cols = height // patch_size, width // patch_size
+    patches = pixel_values.reshape(batch_size, num_channels, rows, patch_size, cols, patch_size)
+    patches = patches.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, p, p)
+    return patches.reshape(batch_size, rows * cols, num_channels * patch_size * patch_size)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, num_channels: int, image_size: int) -> torch.Tensor:
+    """(B, N, C*p*p) -> (B, C, H, W), the inverse of `patchify` for square images."""
+    batch_size, num_patches, patch_dim = patches.shape
+    rows = cols = image_size // patch_size
+    if num_patches != rows * cols or patch_dim != num_channels * patch_size * patch_size:
+        raise ValueError(
+            f"expected patches of shape (B, {rows * cols}, {num_channels * patch_size * patch_size}), "
+            f"got {tuple(patches.shape)}"
+        )
+    images = patches.reshape(batch_size, rows, cols, num_channels, patch_size, patch_size)
+    images = images.permute(0, 3, 1, 4, 2, 5)  # (B, C, rows, p, cols, p)
+    return images.reshape(batch_size, num_channels, image_size, image_size)
+
+
+# ---------------------------------------------------------------------------------------------------- randomness
+def randn_with_generator(shape, generator, device, dtype) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
+    noise_device = generator.device if generator is not None else device
+    # empty().normal_() draws what torch.randn draws from the same generator, and unlike torch.randn(generator=)
+    # it takes the symbolic sizes of a torch.compile graph with dynamic shapes (text batches vary in length).
+    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).normal_(generator=generator)
+    return noise.to(device, dtype)
+
+
+def randn_like_with_generator(tensor: torch.Tensor, generator) -> torch.Tensor:
+    return randn_with_generator(tensor.shape, generator, tensor.device, tensor.dtype)
+
+
+def rand_with_generator(shape, generator, device, dtype) -> torch.Tensor:
+    """Uniform [0, 1) noise drawn on the generator's device."""
+    noise_device = generator.device if generator is not None else device
+    # empty().uniform_(): torch.rand's draw, and symbolic sizes work under torch.compile (see randn_with_generator)
+    noise = torch.empty(shape, device=noise_device, dtype=torch.float32).uniform_(generator=generator)
+    return noise.to(device, dtype)
+
+
+# ------------------------------------------------------------------------------------------------- interpolation
+def slerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:
+    """
+    Spherical interpolation along the last dimension, one angle per vector (per latent token, as in
+    transformer-vae). Where the two vectors are (anti-)parallel the angle's sine vanishes, and a zero vector
+    has no direction: slerp is undefined there and falls back to linear interpolation instead of NaN.
+
+    start, end: (..., d); ratio: a float or a tensor broadcastable to (..., 1).
+    """
+    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
+    start_norm, end_norm = start.norm(dim=-1, keepdim=True), end.norm(dim=-1, keepdim=True)
+    cos_angle = ((start / start_norm.clamp_min(eps)) * (end / end_norm.clamp_min(eps))).sum(-1, keepdim=True)
+    angle = torch.acos(cos_angle.clamp(-1.0, 1.0))
+    sin_angle = torch.sin(angle)
+    # a zero vector has no direction either
+    degenerate = (sin_angle.abs() < 1e-4) | (start_norm < eps) | (end_norm < eps)
+    safe_sin = torch.where(degenerate, torch.ones_like(sin_angle), sin_angle)
+    start_weight = torch.where(degenerate, 1.0 - ratio, torch.sin((1.0 - ratio) * angle) / safe_sin)
+    end_weight = torch.where(degenerate, ratio, torch.sin(ratio * angle) / safe_sin)
+    return start_weight * start + end_weight * end
+
+
+def lerp(start: torch.Tensor, end: torch.Tensor, ratio: torch.Tensor | float) -> torch.Tensor:
+    ratio = torch.as_tensor(ratio, dtype=start.dtype, device=start.device)
+    return start + ratio * (end - start)
+
+
+# ----------------------------------------------------------------------------------------------------- posterior
+class DiagonalGaussianPosterior:
+    """q(z|x) = N(mean, diag(exp(logvar))) per latent vector: PatchVae's `bottleneck="kl"` and FunnelVae's.
+
+    The interface of diffusers' `DiagonalGaussianDistribution` (the same log-variance clamp; `sample(generator)`,
+    `mode()`, `kl()`), written here because the remote code of these models must not need diffusers installed.
+
+    mean, logvar: (B, ...) tensors of one shape.
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        if mean.shape != logvar.shape:
+            raise ValueError(f"mean and logvar differ in shape: {tuple(mean.shape)} vs {tuple(logvar.shape)}")
+        self.mean = mean
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    @classmethod
+    def from_parameters(cls, parameters: torch.Tensor) -> "DiagonalGaussianPosterior":
+        """(..., 2d) projected hidden states -> the posterior with mean (..., d) and logvar (..., d)."""
+        mean, logvar = parameters.chunk(2, dim=-1)
+        return cls(mean, logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A reparameterised draw mean + std * eps, eps ~ N(0, I) from `generator` (differentiable in mean, std)."""
+        return self.mean + self.std * randn_like_with_generator(self.mean, generator)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per item (B,): summed over every latent value of the item."""
+        per_value = 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
+        return per_value.flatten(1).sum(1)
+
+
+# --------------------------------------------------------------------------------------------------------- codes
+def code_histogram_statistics(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A histogram of codes (K,) -> (the share of the K codes that occur, the perplexity exp(H) of the histogram: how
+    many equally used codes it amounts to), in the histogram's floating dtype. A quantizing bottleneck's forward
+    reports them per batch; the evaluation reports them over a whole test set (hf_ae.evaluation.measures)."""
+    probabilities = counts / counts.sum()
+    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum()
+    return (counts > 0).to(counts.dtype).mean(), entropy.exp()
+
+
+def code_statistics(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes (...) in [0, num_codes) -> `code_histogram_statistics` of their histogram (float32)."""
+    return code_histogram_statistics(torch.bincount(codes.flatten(), minlength=num_codes).float())
+
+
+# ------------------------------------------------------------------------------------------------- loss weights
+def scheduled_weight(weight: float, step: int, warmup_steps: int, schedule: str) -> float:
+    """A loss weight after `step` optimisation steps, rising from 0 to `weight` over `warmup_steps`:
+    "constant" (the full weight at once), "linear", or "sigmoid" (sigmoid(12.5 * progress - 6.25), the
+    transformer-vae reference's sigmoid(step * 0.0025 - 6.25) when warmup_steps=5000)."""
+    if schedule not in WEIGHT_SCHEDULES:
+        raise ValueError(f"schedule must be one of {WEIGHT_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant" or warmup_steps == 0:
+        return weight
+    progress = step / warmup_steps
+    if schedule == "linear":
+        return weight * min(1.0, progress)
+    return weight / (1.0 + math.exp(-(12.5 * progress - 6.25)))
+
+
+# ------------------------------------------------------------------------------------------------------ contract
+class AutoencoderMixin:
+    """The declared capabilities and the shared behaviour of every hf_ae model (see the module docstring). A model
+    class lists it before `PreTrainedModel` and overrides what differs, with a class attribute or, where the config
+    decides, a property."""
+
+    # What the model encodes and decodes.
+    modality: str = "image"
+    # Whether the model has `encode` and `decode` (a PatchPrior generates through another model's decoder).
+    can_encode: bool = True
+    # transformers' declaration of what the model reads (its default is "text"), as ViTModel declares it.
+    input_modalities: tuple[str, ...] = ("image",)
+    # Whether decoding a mix of two inputs' latents is meaningful.
+    can_interpolate: bool = True
+    # Whether `sample(n)` decodes draws from a prior (a VAE's over its latents, a PatchPrior's over codes).
+    can_sample_prior: bool = False
+    # Generation methods `sample(method=...)` accepts besides prior sampling.
+    generation_methods: tuple[str, ...] = ()
+    # Whether `interpolate_latents` turns each latent token (the last dimension) on its own, or the whole latent.
+    interpolates_per_token: bool = True
+
+    def loss_weights_at_step(self, step: int) -> dict[str, float]:
+        """The `forward` keyword arguments a training loop passes at `step` (a warmed-up regulariser weight):
+        none unless the model schedules a loss weight."""
+        return {}
+
+    def check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
+        """Raise a ValueError that says what was expected and what came; nothing is resized or cast."""
+        config = self.config
+        expected = f"(batch_size, {config.num_channels}, {config.image_size}, {config.image_size})"
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(pixel_values).__name__}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype} "
+                "(convert uint8 images with `.float() / 255`)"
+            )
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (
+            config.num_channels,
+            config.image_size,
+            config.image_size,
+        ):
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
+        if pixel_values.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
+        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
+        # step, and the training script's images are decoded from files). Evaluation and inference still check.
+        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+
+    @classmethod
+    def interpolate_latents(
+        cls, start: torch.Tensor, end: torch.Tensor, ratios: torch.Tensor, method: str = "slerp"
+    ) -> torch.Tensor:
+        """start, end: one input's latents (...); ratios (S,) -> (S, ...). Per latent token (the last dimension)
+        when `interpolates_per_token`, as in transformer-vae; else the whole latent is one vector (a feature map
+        has no tokens) and slerp turns it through one angle."""
+        if method not in ("slerp", "lerp"):
+            raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
+        if start.shape != end.shape:
+            raise ValueError(f"start and end latents differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
+        mix = slerp if method == "slerp" else lerp
+        if cls.interpolates_per_token:
+            ratios = ratios.to(start).view(-1, *([1] * start.ndim))  # (S, 1, ..., 1)
+            return mix(start.unsqueeze(0), end.unsqueeze(0), ratios)
+        ratios = ratios.to(start).view(-1, 1)  # (S, 1)
+        return mix(start.reshape(1, -1), end.reshape(1, -1), ratios).reshape(-1, *start.shape)
+
+    @torch.no_grad()
+    def reconstruct(
+        self, pixel_values: torch.Tensor | None = None, max_new_tokens: int | None = None, **text_inputs
+    ) -> torch.Tensor:
+        """Inputs (images, or `input_ids`/`attention_mask` of a text model) -> `decode(encode(inputs).latents)` with
+        the posterior mean: images (B, C, H, W), or token ids (B, T) decoded greedily (at most `max_new_tokens`)."""
+        if not self.can_encode:
+            raise ValueError(f"{type(self).__name__} has no encoder to reconstruct with")
+        inputs = dict(text_inputs) if pixel_values is None else {"pixel_values": pixel_values, **text_inputs}
+        decode_options = {"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}
+        return self.decode(self.encode(**inputs).latents, **decode_options).reconstruction
+
+    @torch.no_grad()
+    def denoise(self, pixel_values: torch.Tensor, batch_statistics: bool = False) -> torch.Tensor:
+        """Noisy images (B, C, H, W) -> the model's reconstruction of them: what an autoencoder trained to copy
+        makes of noise it was not trained on. `batch_statistics` applies to BatchNorm models (UNetAe)."""
+        if batch_statistics:
+            raise ValueError(f"batch_statistics applies to BatchNorm models; {type(self).__name__} has none")
+        return self.reconstruct(pixel_values=pixel_values)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        num_steps: int = 8,
+        method: str = "slerp",
+        max_new_tokens: int | None = None,
+        **text_inputs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two inputs (images `pixel_values` (2, C, H, W), or `input_ids`/`attention_mask` (2, L) for a text model)
+        -> (ratios (S,) from 0 to 1, the decoded path: images (S, C, H, W) or token ids (S, T)). Both ends are
+        encoded to their posterior means; `max_new_tokens` bounds the decoding of text. The latent-interpolation
+        pipeline runs this."""
+        if not self.can_interpolate:
+            raise ValueError(
+                f"{type(self).__name__} cannot interpolate: its decoder reads more than the latents (or it has none)"
+            )
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2 (an integer; both ends are included), got {num_steps!r}")
+        inputs = dict(text_inputs) if pixel_values is None else {"pixel_values": pixel_values, **text_inputs}
+        latents = self.encode(**inputs).latents  # (2, ...) posterior means
+        if latents.shape[0] != 2:
+            raise ValueError(f"interpolate needs exactly 2 inputs, got {latents.shape[0]}")
+        ratios = torch.linspace(0.0, 1.0, num_steps, device=latents.device)
+        path = self.interpolate_latents(latents[0], latents[1], ratios, method)  # (S, ...)
+        decode_options = {"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}
+        return ratios, self.decode(path, **decode_options).reconstruction
