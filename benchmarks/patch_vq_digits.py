@@ -139,7 +139,7 @@ def main(argv=None):
                             "--overwrite_output_dir", "--config_overrides", KL_MODEL,
                             "--max_steps", str(args.max_steps), "--learning_rate", "1e-3"], args.reuse_trained)
     kl_model = PatchVaeModel.from_pretrained(output_dir / "kl").eval()
-    samples = kl_model.sample(args.num_samples, generator=torch.Generator().manual_seed(generator_seed)).clamp(0, 1)
+    samples = kl_model.sample(args.num_samples, generator=torch.Generator().manual_seed(generator_seed)).samples.clamp(0, 1)
     generation["kl_prior_samples"] = {**judge(samples), "autoencoder_mse": kl_results["eval_mse"]}
     grids = {"kl_prior_samples": samples[:64]}
     labels = [i % 10 for i in range(args.num_samples)]

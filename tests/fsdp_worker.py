@@ -32,6 +32,8 @@ argv: OUTPUT_DIR [MODEL_NAME ...]   (default: every model of `model_specs`)
 """
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import sys
@@ -105,9 +107,11 @@ def text_batch_maker():
     return text_batch
 
 
+@functools.lru_cache(maxsize=1)
 def prior_autoencoder() -> PatchVaeModel:
     """A vq PatchVae, built as tests/test_patch_prior.py builds one: its codes are the prior's data and it decodes the
-    prior's samples. A prior keeps it outside its module tree, so sharding the prior must leave it alone."""
+    prior's samples. It joins the prior after sharding, as the trainer attaches it after training: a frozen
+    submodule that is never part of the prior's weights, and stays unsharded."""
     torch.manual_seed(1)
     return PatchVaeModel(PatchVaeConfig(**{**TINY_PATCH, "image_size": 16, "bottleneck": "vq", "codebook_size": 12})).eval()
 
@@ -121,9 +125,7 @@ def model_specs() -> dict:
         return {"input_ids": autoencoder.encode(image_batch(step, size=16)["pixel_values"]).codes}
 
     def prior():
-        model = PatchPriorModel(PatchPriorConfig(num_codes=12, num_patches=16, **TINY_PRIOR))
-        model.set_autoencoder(autoencoder)
-        return model
+        return PatchPriorModel(PatchPriorConfig(num_codes=12, num_patches=16, **TINY_PRIOR))
 
     def patch_vae(**options):
         return lambda: PatchVaeModel(PatchVaeConfig(**{**TINY_PATCH, **options}))
@@ -312,11 +314,18 @@ def sharding_report(model) -> dict:
     }
 
 
+def noise(model, generator) -> dict:
+    """The `generator` keyword when the model's forward takes one (as the trainer decides; DDP's wrapper is looked
+    through): UNetAe and PatchPrior draw no noise and take none."""
+    forward = getattr(model, "module", model).forward
+    return {"generator": generator} if "generator" in inspect.signature(forward).parameters else {}
+
+
 def eval_outputs(model, batch: dict) -> dict:
     """The outputs of a model in evaluation mode on a whole batch, with a fixed generator."""
     model.eval()
     with torch.no_grad():
-        outputs = model(**batch, generator=torch.Generator().manual_seed(7))
+        outputs = model(**batch, **noise(model, torch.Generator().manual_seed(7)))
     names = ("loss", "latents", "reconstruction", "logits")
     return {name: getattr(outputs, name) for name in names if getattr(outputs, name, None) is not None}
 
@@ -327,7 +336,7 @@ def train_steps(model, optimizer, batch_fn, steps) -> list[float]:
     model.train()
     losses = []
     for step in steps:
-        loss = model(**rank_half(batch_fn(step)), generator=step_generator(step)).loss
+        loss = model(**rank_half(batch_fn(step)), **noise(model, step_generator(step))).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -379,6 +388,7 @@ def run_model(name: str, spec, environments: dict, work_dir: Path) -> dict | Non
     sharded_outputs = eval_outputs(model, probe_batch)
     sharded_samples = None
     if isinstance(model, PatchPriorModel):  # generation runs through the autoencoder, which must stay unsharded
+        model.set_autoencoder(prior_autoencoder())
         report["autoencoder_unsharded"] = not any(isinstance(p, DTensor) for p in model.autoencoder.parameters())
         sharded_samples = model.sample(3, generator=torch.Generator().manual_seed(5)).samples
     if rank == 0:

@@ -397,6 +397,6 @@ def test_fsdp_refuses_a_learned_codebook_and_ddp_takes_it():
     learned = PatchVaeModel(PatchVaeConfig(image_size=8, num_channels=1, patch_size=4, hidden_size=16,
                                            num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                            bottleneck="vq", codebook_size=8, vq_ema=False))
-    with pytest.raises(ValueError, match=r"FSDP cannot train a learned codebook \(vq_ema=False\).*vq_ema=True"):
+    with pytest.raises(ValueError, match=r"FSDP cannot train this model: a learned codebook \(vq_ema=False\).*vq_ema=True"):
         configure_engine(EngineStandIn(DistributedType.FSDP), TrainArguments(), learned)
     configure_engine(EngineStandIn(DistributedType.MULTI_GPU), TrainArguments(), learned)

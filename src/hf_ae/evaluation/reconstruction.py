@@ -24,7 +24,7 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
     term_sums: dict[str, float] = {}
     num_images = 0
     code_counts = None  # (K,) over the test set, for quantizing models
-    num_codes = getattr((accelerator.unwrap_model(model) if accelerator is not None else model).config, "num_codes", None)
+    config = (accelerator.unwrap_model(model) if accelerator is not None else model).config
     for batch in dataloader:
         pixel_values = batch["pixel_values"]
         outputs = model(pixel_values=pixel_values)  # eval mode: the posterior mean
@@ -41,7 +41,7 @@ def evaluate_image_reconstruction(model, dataloader, accelerator=None) -> dict[s
             if codes is not None:
                 codes = accelerator.gather_for_metrics(codes)
         if codes is not None:
-            counts = torch.bincount(codes.flatten(), minlength=num_codes).cpu()
+            counts = torch.bincount(codes.flatten(), minlength=config.num_codes).cpu()  # a quantizer's outputs
             code_counts = counts if code_counts is None else code_counts + counts
         squared_errors.append(errors.cpu())
         values_per_image = pixel_values[0].numel()

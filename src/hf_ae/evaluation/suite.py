@@ -200,11 +200,10 @@ def interpolation_task(model, datasets, tokenizer, output_dir: Path, dataset_nam
         model.eval()
         images = image_rows(test, slice(None))  # (N, 1, S, S)
         classifier, _, _ = digit_classifier(images.shape[-1])
-        ratios = torch.linspace(0.0, 1.0, num_points, device=model.device)
         for i, j in pairs:
-            latents = model.encode(pixel_values=images[[i, j]].to(model.device, model.dtype)).latents
-            path = model.interpolate_latents(latents[0], latents[1], ratios, "slerp")  # (P, *latent shape)
-            decoded = model.decode(path).reconstruction.float().clamp(0, 1).cpu()  # (P, 1, S, S)
+            pair = images[[i, j]].to(model.device, model.dtype)
+            decoded = model.interpolate(pair, num_steps=num_points, method="slerp")[1]  # (P, 1, S, S)
+            decoded = decoded.float().clamp(0, 1).cpu()
             flat = decoded.flatten(1)
             step_sizes.append((flat[1:] - flat[:-1]).pow(2).mean(1).tolist())
             confident = classifier.predict_proba(flat.double().numpy()).max(1) >= CONFIDENCE_THRESHOLD

@@ -86,12 +86,7 @@ def save_sample_images(model, eval_dataset, folder: Path, num_images: int = 16, 
         return images  # the skip features of two images cannot be interpolated through the latents alone
 
     pair = image_rows(eval_dataset, [0, interpolation_partner(eval_dataset)]).to(model.device, model.dtype)
-    latents = model.encode(pixel_values=pair).latents
-    ratios = torch.linspace(0, 1, 10, device=latents.device)
-    rows = [
-        model.decode(model.interpolate_latents(latents[0], latents[1], ratios, method)).reconstruction
-        for method in ("lerp", "slerp")
-    ]
+    rows = [model.interpolate(pair, num_steps=10, method=method)[1] for method in ("lerp", "slerp")]
     save_grid(torch.cat(rows), folder / "interpolation.png", nrow=10)
     images["Interpolation between two test images: lerp (top) and slerp (bottom), ratios 0 to 1"] = "interpolation.png"
     return images

@@ -165,19 +165,12 @@ def configure_engine(accelerator: Accelerator, train_args: TrainArguments, model
     --per_device_train_batch_size, as Accelerate's error message advises.
 
     Raises:
-        ValueError: FSDP with a PatchVae whose codebook is learned (`vq_ema=False`): its initialisation from the first
-            batch and its dead-code restarts write into the parameter during the forward, when FSDP2 holds a gathered
-            copy that it frees afterwards, so they would be lost without a word (tests/test_fsdp.py records it).
+        ValueError: FSDP with a model that declares it cannot be sharded as configured (`sharding_incompatibility`:
+            a PatchVae whose codebook is learned, tests/test_fsdp.py records why).
     """
-    config = model.config
-    if (accelerator.distributed_type == DistributedType.FSDP and getattr(config, "bottleneck", None) == "vq"
-            and not getattr(config, "vq_ema", True)):
-        raise ValueError(
-            "FSDP cannot train a learned codebook (vq_ema=False): the codebook's initialisation from the first batch "
-            "and its dead-code restarts write into the gathered parameter during the forward, which FSDP2 frees "
-            "afterwards, so the codebook would keep its random start. Use vq_ema=True (the default) or DDP "
-            "(configs/accelerate/ddp.yaml)"
-        )
+    reason = model.sharding_incompatibility
+    if accelerator.distributed_type == DistributedType.FSDP and reason is not None:
+        raise ValueError(f"FSDP cannot train this model: {reason}; or use DDP (configs/accelerate/ddp.yaml)")
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is not None and plugin.is_auto("train_micro_batch_size_per_gpu"):
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train_args.per_device_train_batch_size

@@ -478,6 +478,16 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         if latents.shape[0] == 0:
             raise ValueError("latents is an empty batch (batch_size=0)")
 
+    @property
+    def sharding_incompatibility(self) -> str | None:
+        """A learned codebook (`vq_ema=False`): its initialisation from the first batch and its dead-code restarts
+        write into the parameter during the forward, when FSDP2 holds a gathered copy that it frees afterwards, so
+        the codebook would keep its random start without a word."""
+        if self.config.bottleneck == "vq" and not self.config.vq_ema:
+            return ("a learned codebook (vq_ema=False) is initialised and restarted inside the forward, in the gathered "
+                    "copy FSDP2 frees afterwards, so it would keep its random start. Use vq_ema=True (the default)")
+        return None
+
     # ----------------------------------------------------------------------------------------- API
     def reg_weight_at_step(self, step: int) -> float:
         """The regulariser (KL) weight after `step` optimisation steps, following `reg_schedule` over

@@ -23,6 +23,7 @@ The contract, as [`AutoencoderMixin`] declares it (class attributes or propertie
     reconstruct(inputs)                        decode(encode(inputs)) of the posterior mean, as `decode` returns it
     denoise(pixel_values)                      what the model makes of noisy images (its reconstruction)
     loss_weights_at_step(step)                 the `forward` keyword arguments a training loop passes at `step`
+    sharding_incompatibility                   why FSDP cannot train the model as configured, or None
 """
 
 import math
@@ -220,6 +221,11 @@ class AutoencoderMixin:
     generation_methods: tuple[str, ...] = ()
     # Whether `interpolate_latents` turns each latent token (the last dimension) on its own, or the whole latent.
     interpolates_per_token: bool = True
+
+    @property
+    def sharding_incompatibility(self) -> str | None:
+        """Why FSDP cannot train this model as configured (the trainer refuses it with this reason), or None."""
+        return None
 
     def loss_weights_at_step(self, step: int) -> dict[str, float]:
         """The `forward` keyword arguments a training loop passes at `step` (a warmed-up regulariser weight):
