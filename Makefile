@@ -16,7 +16,7 @@ $(PY):
 # torch first: `torch==2.13.0` resolves to the local CPU build, so nothing later pulls a CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev,tensorboard]"
+	$(PY) -m pip install -e ".[dev,tensorboard,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an hf_ae model.
+"""Train an hf_ae model: the installed `hf-ae train` command, for a source checkout.
 
     python scripts/train.py --model patch_vae --dataset digits --max_steps 30 --output_dir outputs/pv
     python scripts/train.py --config configs/patch_vae_digits.yaml --learning_rate 3e-4
@@ -8,13 +8,14 @@
 Run with --help for every argument. The loop itself is hf_ae.training.trainer.train.
 """
 
-from hf_ae.training import parse_args, train
+import sys
+
+from hf_ae.cli import train_main
 
 
 def main(argv=None):
-    model_args, data_args, train_args = parse_args(argv)
-    train(model_args, data_args, train_args)
+    return train_main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from subprocess_env import isolated_env, run_python
 
+from hf_ae import AutoencoderImageProcessor
+
 
 class AutoencoderTesterMixin:
     model_class = None
@@ -118,6 +120,7 @@ class AutoencoderTesterMixin:
         model = self.make_model()
         pixel_values = self.make_inputs(model.config, batch_size=2)
         model.save_pretrained(tmp_path / "model")
+        AutoencoderImageProcessor.from_model_config(model.config).save_pretrained(tmp_path / "model")
         with torch.no_grad():
             expected = model(pixel_values=pixel_values).reconstruction
         save_file({"pixel_values": pixel_values, "expected": expected}, tmp_path / "io.safetensors")
@@ -143,7 +146,17 @@ class AutoencoderTesterMixin:
             generator = torch.Generator().manual_seed(0)
             images = [torch.rand({model.config.num_channels}, {model.config.image_size}, {model.config.image_size},
                                  generator=generator) for _ in range(2)]
-            report["reconstruction"] = pipeline("image-reconstruction", model=folder, trust_remote_code=True)(images[0]).size
+            reconstruct = pipeline("image-reconstruction", model=folder, trust_remote_code=True)
+            report["reconstruction"] = reconstruct(images[0]).size
+            # the saved image processor loads as remote code, and with it the pipeline batches (3 images, batches of 2)
+            from transformers import AutoImageProcessor
+            import numpy as np
+            report["processor"] = type(AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)).__module__
+            three = images + [torch.rand(*images[0].shape, generator=generator)]
+            one_by_one = [np.asarray(reconstruct(image)) for image in three]
+            batched = [np.asarray(image) for image in reconstruct(three, batch_size=2)]
+            report["batched_equals_one_by_one"] = len(batched) == 3 and all(
+                (a == b).all() for a, b in zip(one_by_one, batched))
             frames = pipeline("latent-interpolation", model=folder, trust_remote_code=True)(images, num_steps=5)
             report["ratios"] = [f["ratio"] for f in frames]
             if getattr(model, "can_sample_prior", False):
@@ -156,6 +169,7 @@ class AutoencoderTesterMixin:
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["module"].startswith("transformers_modules"), report
+        assert report["processor"].startswith("transformers_modules") and report["batched_equals_one_by_one"], report
         # the same weights, batch and thread count (isolated_env) as here: equal up to rounding
         assert torch.allclose(load_file(tmp_path / "got.safetensors")["got"], expected, atol=1e-6)
         size = model.config.image_size

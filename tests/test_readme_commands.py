@@ -446,19 +446,20 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_accelerate_launch_runs_two_processes_on_the_cpu(tmp_path):
-    """The README's `accelerate launch --multi_gpu --num_processes 2 scripts/train.py ...` on this CPU: two real
+    """The README's `accelerate launch --multi_gpu --num_processes 2 -m hf_ae train ...` on this CPU: two real
     processes in one gloo group (train() asks Accelerate for cpu=True when there is no accelerator; `--cpu` would
-    start only one process)."""
+    start only one process), each running the installed command's module."""
     words = readme_command(lambda w: w[:2] == ["accelerate", "launch"])
-    launch_options = words[2 : words.index("scripts/train.py")]
+    launch_options = words[2 : words.index("-m")]
     assert launch_options == ["--multi_gpu", "--num_processes", "2"]
+    assert words[words.index("-m"):][:3] == ["-m", "hf_ae", "train"]
     output_dir = tmp_path / "run"
     train_options = ["--model", "patch_vae", "--dataset", "digits", "--output_dir", str(output_dir), "--config_overrides",
                      TINY_PATCH_VAE, "--max_train_samples", "40", "--max_eval_samples", "20",
                      "--per_device_train_batch_size", "8", "--max_steps", "4", "--probe", "False"]
     # a free port, not Accelerate's fixed 29500, which another run on this machine may hold
     result = run_python(["-m", "accelerate.commands.launch", *launch_options, "--main_process_port", str(free_port()),
-                         TRAIN_SCRIPT, *train_options], isolated_env(tmp_path, OMP_NUM_THREADS="1"))
+                         "-m", "hf_ae", "train", *train_options], isolated_env(tmp_path, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["distributed_type"] == "DistributedType.MULTI_CPU"
@@ -472,7 +473,7 @@ def test_readme_funnel_vae_command_with_interpolation_losses_and_gradient_checkp
     """The README's python-lines command with cycle and critic weights, a sliding window and --gradient_checkpointing
     (it raised a CheckpointError at step 0 once), with tiny sizes added: 2 steps, finite losses, the critic trained."""
     words = readme_command(lambda w: "--model" in w and "funnel_vae" in w and "--gradient_checkpointing" in w)
-    assert words[:2] == ["python", "scripts/train.py"]
+    assert words[:2] == ["hf-ae", "train"]
     argv = words[2:]
     overrides_at = argv.index("--config_overrides") + 1
     assert argv[overrides_at] == "cycle_weight=0.1,critic_weight=0.1,decoder_sliding_window=32"

@@ -316,7 +316,7 @@ def test_reproduce_command_parses_back_to_the_same_arguments():
             "bottleneck=vq,fsq_levels=[4, 4]", "--probe", "False", "--lr_scheduler_type", "cosine",
             "--output_dir", "somewhere", "--input_noise_std", "0.1"]
     command = reproduce_command(*parse_args(argv))
-    assert command.startswith("python scripts/train.py --model patch_vae ") and " --dataset digits" in command
+    assert command.startswith("hf-ae train --model patch_vae ") and " --dataset digits" in command
     assert "somewhere" not in command  # where a run writes does not change what it trains
     reparsed = parse_args(shlex.split(command)[2:] + ["--output_dir", "somewhere"])
     assert [vars(group) for group in reparsed] == [vars(group) for group in parse_args(argv)]

@@ -5,6 +5,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from transformers.trainer_utils import SchedulerType
 @dataclass
 class ModelArguments:
     model: str = field(
-        default="patch_vae", metadata={"help": "Which hf_ae model to train (the same words for every script)."}
+        default="patch_vae",
+        metadata={"help": "Which hf_ae model to train: patch_vae, funnel_vae, unet_ae or patch_prior (with --autoencoder)."}
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from a saved hf_ae model (a folder or Hub id) instead of a fresh one."}
@@ -128,16 +130,18 @@ class TrainArguments:
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch size per process."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of AdamW."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    adam_beta1: float = field(default=0.9)
-    adam_beta2: float = field(default=0.99)
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW's beta1."})
+    adam_beta2: float = field(default=0.99, metadata={"help": "AdamW's beta2."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = off)."})
     lr_scheduler_type: SchedulerType = field(
-        default="cosine", metadata={"help": "A transformers scheduler name: linear, cosine, constant, ..."}
+        default="cosine", metadata={"help": "A transformers learning-rate schedule."}
     )
     warmup_steps: int = field(default=0, metadata={"help": "Learning-rate warm-up, in optimisation steps."})
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs to train when max_steps is not set."})
     max_steps: int = field(default=-1, metadata={"help": "Optimisation steps to train; overrides num_train_epochs."})
-    gradient_accumulation_steps: int = field(default=1)
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimisation step (Accelerate's gradient accumulation)."}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)."})
     torch_compile: bool = field(
         default=False,
@@ -198,8 +202,10 @@ class TrainArguments:
     num_sample_images: int = field(default=16, metadata={"help": "Images in each sample grid saved with the model."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the saved model to the Hub at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository id for --push_to_hub."})
-    hub_private_repo: bool = field(default=False)
-    hub_token: str | None = field(default=None)
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the --push_to_hub repo as private."})
+    hub_token: str | None = field(
+        default=None, metadata={"help": "Hub token for --push_to_hub (default: HF_TOKEN or the `hf auth login` one)."}
+    )
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -245,14 +251,58 @@ def parse_config_overrides(overrides: str | dict | None) -> dict[str, Any]:
     return parsed
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainArguments]:
-    """Parse `argv` (default sys.argv[1:]); `--config FILE` (YAML or JSON) supplies defaults."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` at 100 columns: each argument's default after its help unless the help already says it or there is
+    none to say (None, False); the description's line breaks kept. (transformers' HfArgumentParser would print
+    "(default: None)" after every optional argument.)"""
+
+    def __init__(self, prog, **kwargs):
+        super().__init__(prog, width=100, max_help_position=34, **kwargs)
+
+    def _fill_text(self, text, width, indent):
+        """Paragraphs re-wrapped to the width; indented lines (examples) kept as they are."""
+        blocks = []
+        for paragraph in text.split("\n\n"):
+            if paragraph.startswith(" "):
+                blocks.append(paragraph)
+            else:
+                blocks.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                            subsequent_indent=indent))
+        return "\n\n".join(blocks)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.option_strings[0].startswith("--no_"):  # HfArgumentParser's negations
+            return f"The same as --{action.option_strings[0][len('--no_'):]} False."
+        if action.choices and action.option_strings:
+            text += f" One of: {', '.join(map(str, action.choices))}."
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+    def _format_action_invocation(self, action):
+        """One spelling per option (HfArgumentParser also accepts --dashed-names) and a short value name, so that
+        every line fits in 100 columns; choices are listed once, in the help."""
+        if not action.option_strings or action.nargs == 0 and action.dest == "help":
+            return super()._format_action_invocation(action)
+        name = action.option_strings[0]
+        if action.nargs == 0:
+            return name
+        if action.nargs == "?":  # HfArgumentParser's booleans: `--flag` or `--flag false`
+            return f"{name} [BOOL]"
+        return f"{name} {'CHOICE' if action.choices else action.dest.split('_')[-1].upper()}"
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> tuple[ModelArguments, DataArguments, TrainArguments]:
+    """Parse `argv` (default sys.argv[1:]); `--config FILE` (YAML or JSON) supplies defaults. `prog` names the
+    command in `--help` and errors (default: the script's name)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, remaining = pre.parse_known_args(argv)
 
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, prog=prog, formatter_class=HelpFormatter,
+                              usage="%(prog)s [--config FILE] [--ARGUMENT VALUE ...] (every argument below)")
     parser.add_argument("--config", default=None, help="A YAML/JSON file whose keys are any of these arguments.")
     if known.config is not None:
         path = Path(known.config)

@@ -20,6 +20,7 @@ import torch
 from ..data import image_rows
 from ..evaluation.probe import encode_dataset, probe_results_filename
 from ..hub import EvalResult, render_model_card
+from ..models.image_processing_autoencoder import AutoencoderImageProcessor
 from ..models.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif
 from ..visualization import display_scale, make_grid, save_grid, save_reconstruction_grid
 
@@ -196,6 +197,14 @@ def funnel_vae_deletion_recipe(results_dir: Path | None = None) -> dict | None:
     }
 
 
+def hub_pipeline_tag(model) -> str:
+    """The Hub's pipeline tag for what the model does, from its declared capabilities: a text autoencoder maps text
+    to text, an image autoencoder images to images (reconstruction, denoising), a prior generates images."""
+    if model.modality == "text":
+        return "text2text-generation"
+    return "image-to-image" if model.can_encode else "unconditional-image-generation"
+
+
 def render_card(model, metrics: dict, context: dict):
     """The model card of `model.config.model_type`, rendered with measured metrics."""
     config = model.config
@@ -222,6 +231,8 @@ def render_card(model, metrics: dict, context: dict):
         template,
         model_name=context["model_name"],
         library_name="transformers",
+        pipeline_tag=hub_pipeline_tag(model),
+        requirements=" ".join(model.remote_code_requirements),
         tags=["hf_ae", "autoencoder", config.model_type, "custom_code"],
         eval_results=eval_results,
         metrics=list(metrics),
@@ -238,10 +249,21 @@ NOT_REPRODUCED = frozenset({"output_dir", "overwrite_output_dir", "hub_token", "
                             "hub_private_repo", "resume_from_checkpoint"})
 
 
+def command_line_arguments() -> list[str] | None:
+    """The training arguments of this process's command line, when it is `hf-ae train ...`, `python -m hf_ae train
+    ...` or `python scripts/train.py ...`; None for a run started from Python (a benchmark calling `train`)."""
+    program = Path(sys.argv[0]).name
+    if program in ("hf-ae", "__main__.py", "cli.py") and sys.argv[1:2] == ["train"]:
+        return sys.argv[2:]
+    if program == "train.py":
+        return sys.argv[1:]
+    return None
+
+
 def reproduce_command(*argument_groups) -> str:
-    """`python scripts/train.py ...` with every argument that differs from its default, for runs started from Python
-    (a benchmark calling `train`) rather than from the command line, whose sys.argv is not train.py's."""
-    words = ["python", "scripts/train.py"]
+    """`hf-ae train ...` with every argument that differs from its default, for runs started from Python (a
+    benchmark calling `train`) rather than from the command line."""
+    words = ["hf-ae", "train"]
     for arguments in argument_groups:
         for field in dataclasses.fields(arguments):
             value = getattr(arguments, field.name)
@@ -269,6 +291,8 @@ def save_trained_model(
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
     try:
         model.save_pretrained(staging, safe_serialization=True)
+        if model.modality == "image" and model.can_encode:  # AutoImageProcessor and the pipelines' batching
+            AutoencoderImageProcessor.from_model_config(model.config).save_pretrained(staging)
         kind_context = data.save_with_model(model, staging)  # images, text_samples and any context of its own
         context = {
             "model_name": train_args.hub_model_id or output_dir.name,
@@ -276,8 +300,8 @@ def save_trained_model(
             "dataset": data_args.dataset,
             "dataset_description": (data.datasets["test"].info.description or "").strip(),
             "train_args": train_args,
-            "train_command": "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-            if sys.argv[0].endswith("train.py")
+            "train_command": "hf-ae train " + " ".join(shlex.quote(a) for a in command_line_arguments())
+            if command_line_arguments() is not None
             else reproduce_command(model_args, data_args, train_args),
             "device": results.get("device", str(model.device)),
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",

@@ -13,6 +13,7 @@ The contract, as [`AutoencoderMixin`] declares it (class attributes or propertie
     can_sample_prior         `sample(n)` decodes draws from a prior: a VAE's N(0, I) over its latents, or a
                              PatchPrior's distribution over its autoencoder's codes
     generation_methods       names `sample(method=...)` accepts besides the prior (UNetAe's iterative denoising)
+    remote_code_requirements what `pip install` needs to run a saved folder without hf_ae
 
     encode(inputs).latents                     (B, ...) latents
     decode(latents).reconstruction             images (B, C, H, W) for "image"; token ids (B, T) for "text"
@@ -183,7 +184,10 @@ def code_histogram_statistics(counts: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def code_statistics(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """codes (...) in [0, num_codes) -> `code_histogram_statistics` of their histogram (float32)."""
-    return code_histogram_statistics(torch.bincount(codes.flatten(), minlength=num_codes).float())
+    flat = codes.flatten()
+    # scatter_add rather than bincount: a histogram of static shape (K,), so encode can be traced and exported
+    counts = torch.zeros(num_codes, device=codes.device).scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.float))
+    return code_histogram_statistics(counts)
 
 
 # ------------------------------------------------------------------------------------------------- loss weights
@@ -199,6 +203,18 @@ def scheduled_weight(weight: float, step: int, warmup_steps: int, schedule: str)
     if schedule == "linear":
         return weight * min(1.0, progress)
     return weight / (1.0 + math.exp(-(12.5 * progress - 6.25)))
+
+
+# --------------------------------------------------------------------------------------------------- input checks
+def reads_values(tensor: torch.Tensor, training: bool) -> bool:
+    """Whether an input check may read `tensor`'s values back (NaN, value ranges): in eager evaluation and inference,
+    and in CPU training steps; not in a training step on an accelerator (a host-device sync that would stall every
+    step), and not while torch.compile or torch.export traces (a check on values is data-dependent control flow,
+    which cannot be traced: torch.export fails with GuardOnDataDependentSymNode). Shapes and dtypes are always
+    checked."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return tensor.device.type == "cpu" or not training
 
 
 # ------------------------------------------------------------------------------------------------------ contract
@@ -221,6 +237,8 @@ class AutoencoderMixin:
     generation_methods: tuple[str, ...] = ()
     # Whether `interpolate_latents` turns each latent token (the last dimension) on its own, or the whole latent.
     interpolates_per_token: bool = True
+    # What a client installs to run the saved folder's code (trust_remote_code=True) without hf_ae.
+    remote_code_requirements: tuple[str, ...] = ("torch", "transformers")
 
     @property
     def sharding_incompatibility(self) -> str | None:
@@ -251,9 +269,8 @@ class AutoencoderMixin:
             raise ValueError(f"{name} must have shape {expected}, got {tuple(pixel_values.shape)}")
         if pixel_values.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch (batch_size=0); expected at least one image")
-        # The value check is a host-device sync; training steps on an accelerator skip it (it would stall every
-        # step, and the training script's images are decoded from files). Evaluation and inference still check.
-        if (pixel_values.device.type == "cpu" or not self.training) and not torch.isfinite(pixel_values).all():
+        # The value check reads the values back (see reads_values: not in accelerator training steps, nor traced).
+        if reads_values(pixel_values, self.training) and not torch.isfinite(pixel_values).all():
             raise ValueError(f"{name} contains NaN or infinite values")
 
     @classmethod

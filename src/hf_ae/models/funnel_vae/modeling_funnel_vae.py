@@ -53,6 +53,7 @@ from .modeling_autoencoder import (
     patchify,
     rand_with_generator,
     randn_with_generator,
+    reads_values,
     scheduled_weight,
     slerp,
     unpatchify,
@@ -460,9 +461,9 @@ class FunnelVaeModel(FunnelVaePreTrainedModel):
             raise ValueError(
                 f"attention_mask must have the shape of {name} {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
             )
-        if self.training and input_ids.device.type != "cpu":
-            # Reading the ids back is a host-device sync that stalls every training step on an accelerator; the
-            # training script's ids come from the model's own tokenizer. Evaluation and inference still check.
+        if not reads_values(input_ids, self.training):
+            # Not in a training step on an accelerator (a host-device sync per step; the training script's ids come
+            # from the model's own tokenizer), nor while traced. Eager evaluation and inference still check.
             return
         low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync, not two
         if low < -100 or high >= config.vocab_size or (-100 < low < 0):

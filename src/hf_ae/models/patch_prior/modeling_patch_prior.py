@@ -41,7 +41,7 @@ from transformers.generation.logits_process import (
 from transformers.utils import ModelOutput
 
 from .configuration_patch_prior import PatchPriorConfig
-from .modeling_autoencoder import AutoencoderMixin, AutoencoderSampleOutput
+from .modeling_autoencoder import AutoencoderMixin, AutoencoderSampleOutput, reads_values
 
 # Imported so that `save_pretrained` copies the pipelines next to the model (remote code follows the
 # relative imports of the modeling file); `config.custom_pipelines` points at them.
@@ -269,7 +269,7 @@ class PatchPriorModel(PatchPriorPreTrainedModel):
             raise ValueError(f"{name} must be an integer tensor {expected}, got {got}")
         if codes.ndim != 2 or codes.shape[0] == 0 or not 1 <= codes.shape[1] <= config.num_patches:
             raise ValueError(f"{name} must have shape {expected}, got {tuple(codes.shape)}")
-        if codes.min() < 0 or codes.max() >= config.num_codes:
+        if reads_values(codes, self.training) and (codes.min() < 0 or codes.max() >= config.num_codes):
             raise ValueError(
                 f"{name} must hold codes in [0, {config.num_codes}), got values in [{codes.min().item()}, "
                 f"{codes.max().item()}]"

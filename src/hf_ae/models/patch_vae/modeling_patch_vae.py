@@ -37,6 +37,7 @@ from .modeling_autoencoder import (
     lerp,
     patchify,
     randn_with_generator,
+    reads_values,
     scheduled_weight,
     slerp,
     unpatchify,
@@ -330,7 +331,9 @@ class PatchVaeFiniteScalarQuantizer(nn.Module):
     def _constants(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """levels L (d,), the mixed-radix basis prod(L[:i]) (d,) and the half widths L // 2 (d,), all long."""
         levels = torch.tensor(self.level_counts, dtype=torch.long, device=device)
-        basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+        # the mixed-radix basis from the config's ints (no cumprod in the graph: ONNX export has no kernel for it)
+        bases = [math.prod(self.level_counts[:index]) for index in range(len(self.level_counts))]
+        basis = torch.tensor(bases, dtype=torch.long, device=device)
         return levels, basis, levels // 2
 
     def _bound(self, vectors: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -551,7 +554,7 @@ class PatchVaeModel(PatchVaePreTrainedModel):
             raise ValueError(f"codes must be an integer tensor, got dtype {codes.dtype}")
         if codes.shape[0] == 0:
             raise ValueError("codes is an empty batch (batch_size=0)")
-        if codes.min() < 0 or codes.max() >= config.num_codes:
+        if reads_values(codes, self.training) and (codes.min() < 0 or codes.max() >= config.num_codes):
             raise ValueError(
                 f"codes must lie in [0, {config.num_codes}), got values in [{codes.min().item()}, {codes.max().item()}]"
             )
@@ -595,8 +598,8 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         targets = pixel_values if labels is None else labels
         if labels is not None:
             self.check_pixel_values(labels, name="labels")
-        # as in check_pixel_values: no read-back (a device sync) in training steps off the CPU
-        values_checked = isinstance(targets, torch.Tensor) and (targets.device.type == "cpu" or not self.training)
+        # as in check_pixel_values: no read-back in training steps off the CPU, nor while traced
+        values_checked = isinstance(targets, torch.Tensor) and reads_values(targets, self.training)
         if self.config.reconstruction_loss == "bce" and values_checked and ((targets < 0).any() or (targets > 1).any()):
             raise ValueError(
                 "reconstruction_loss='bce' needs targets in [0, 1], got values in "

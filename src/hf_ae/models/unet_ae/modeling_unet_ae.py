@@ -111,6 +111,17 @@ class UNetAeOutput(ModelOutput):
 UNetAeGenerationOutput = AutoencoderSampleOutput
 
 
+class UNetAeUpsample(Upsample2D):
+    """diffusers' Upsample2D as UNetAe builds it (nearest-neighbour x2, then its convolution; the same weights), without
+    its branches on the batch size (`.contiguous()` from 64 images or 2^31 values: workarounds for an old NHWC kernel
+    bug). Branching on the batch size made torch.export pin the batch to [2, 63]; the input is always made
+    contiguous here, which is what those branches do."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = F.interpolate(hidden_states.contiguous(), scale_factor=2.0, mode="nearest")
+        return self.conv(hidden_states)
+
+
 def make_norm(config: UNetAeConfig, channels: int) -> nn.Module:
     if config.norm == "batch":
         return nn.BatchNorm2d(channels)
@@ -209,7 +220,7 @@ class UNetAeDecoderLevel(GradientCheckpointingLayer):
                  resolution: int):
         super().__init__()
         self.resnets, self.attentions = make_level_blocks(config, in_channels, out_channels, resolution)
-        self.upsample = None if next_channels is None else Upsample2D(out_channels, use_conv=True, out_channels=next_channels)
+        self.upsample = None if next_channels is None else UNetAeUpsample(out_channels, use_conv=True, out_channels=next_channels)
 
     def forward(self, hidden_states: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
@@ -355,6 +366,8 @@ class UNetAeModel(UNetAePreTrainedModel):
     generation_methods = GENERATION_METHODS
     # A latent feature map has no tokens: slerp turns the whole latent through one angle.
     interpolates_per_token = False
+    # its blocks are diffusers'
+    remote_code_requirements = ("torch", "transformers", "diffusers")
 
     def __init__(self, config: UNetAeConfig):
         super().__init__(config)

@@ -21,42 +21,11 @@ import ast
 import inspect
 import io
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import Pipeline
 
-
-def image_to_pixel_values(image, num_channels: int, image_size: int, resize: bool = False) -> torch.Tensor:
-    """A PIL image, an array or a tensor -> float tensor (C, H, W) in [0, 1].
-
-    PIL images are converted to the model's colour mode ("L" or "RGB"). Nothing is resized unless
-    `resize=True` is asked for: an image of another size raises a ValueError.
-    """
-    if isinstance(image, Image.Image):
-        image = image.convert("L" if num_channels == 1 else "RGB")
-        if image.size != (image_size, image_size):
-            if not resize:
-                raise ValueError(
-                    f"expected a {image_size}x{image_size} image, got {image.size[0]}x{image.size[1]}; pass "
-                    "resize=True to resize it"
-                )
-            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, C)
-        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(array))
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(image)
-    if isinstance(image, torch.Tensor):
-        if image.ndim == 2 and num_channels == 1:
-            image = image.unsqueeze(0)
-        expected = (num_channels, image_size, image_size)
-        if tuple(image.shape) != expected:
-            raise ValueError(f"expected an image tensor of shape {expected} (or (H, W) for 1 channel), got {tuple(image.shape)}")
-        if not image.is_floating_point():
-            raise ValueError(f"expected float pixel values in [0, 1], got dtype {image.dtype}")
-        return image.float()
-    raise ValueError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+from .image_processing_autoencoder import AutoencoderImageProcessor
 
 
 def pixel_values_to_images(pixel_values: torch.Tensor) -> list:
@@ -105,14 +74,21 @@ def resolve_validator(validator):
 
 
 class _AutoencoderPipeline(Pipeline):
-    """Shared plumbing: images are converted here; a text model's tokenizer is loaded when the folder has one
-    (`_load_tokenizer = None` means "load if present", so image models load nothing)."""
+    """Shared plumbing: images go through the model's image processor (the folder's `preprocessor_config.json`, or
+    one made from the model's config for a folder saved without it), which is also what lets the pipeline batch
+    (`batch_size=`); a text model's tokenizer is loaded when the folder has one (`None` means "load if present")."""
 
     _load_processor = False
-    _load_image_processor = False
+    _load_image_processor = None
     _load_feature_extractor = False
     _load_tokenizer = None
     _load_video_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # a model that reads images (a PatchPrior reads none: it generates through its autoencoder)
+        if self.model.modality == "image" and self.model.can_encode and self.image_processor is None:
+            self.image_processor = AutoencoderImageProcessor.from_model_config(self.model.config)
 
     @property
     def is_text_model(self) -> bool:
@@ -127,8 +103,7 @@ class _AutoencoderPipeline(Pipeline):
         return self.tokenizer
 
     def _to_pixel_values(self, images, resize: bool) -> torch.Tensor:
-        config = self.model.config
-        return torch.stack([image_to_pixel_values(i, config.num_channels, config.image_size, resize) for i in images])
+        return self.image_processor(list(images), do_resize=resize)["pixel_values"]
 
     def _to_model_inputs(self, items, resize: bool = False) -> dict:
         """Images -> {"pixel_values"}; texts -> {"input_ids", "attention_mask"} (padded, never truncated)."""

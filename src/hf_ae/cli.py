@@ -1,0 +1,220 @@
+"""The `hf-ae` command, installed with the package:
+
+    hf-ae train    --model patch_vae --dataset digits --output_dir outputs/pv     (hf_ae.training.train)
+    hf-ae evaluate --model outputs/pv --dataset digits --tasks reconstruction,probe
+    hf-ae probe    --model outputs/pv --dataset digits                           (the SVM latent probe alone)
+    hf-ae export   --model outputs/pv --output_dir outputs/pv/exported           (torch.export and ONNX)
+    hf-ae push     --model outputs/pv --repo_id you/patch-vae-digits
+
+Each command's `--help` lists its arguments with their defaults. Under several processes:
+`accelerate launch [options] -m hf_ae train ...` (or `torchrun ... -m hf_ae train ...`). The files in scripts/ are
+the same commands for a source checkout.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .training.arguments import HelpFormatter
+
+COMMANDS = ("train", "evaluate", "probe", "export", "push")
+
+
+def command_parser(name: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"hf-ae {name}", description=description, formatter_class=HelpFormatter)
+
+
+def load_model_and_tokenizer(name_or_path: str):
+    """A saved hf_ae model (folder or Hub id) in eval mode, and its tokenizer for a text model (else None)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=True) if model.modality == "text" else None
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------------- train
+def train_main(argv=None) -> int:
+    """`hf-ae train`: the arguments of hf_ae.training (model, data, training); `--config FILE` supplies defaults."""
+    from .training import parse_args, train
+
+    model_args, data_args, train_args = parse_args(argv, prog="hf-ae train")
+    train(model_args, data_args, train_args)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+EVALUATE_DESCRIPTION = """Evaluate any hf_ae model the same way: figures in eval_results.json, PNGs next to it.
+
+Tasks: reconstruction, probe, interpolation, generation (see hf_ae.evaluation.suite). A task the model or data set
+cannot run, or an unknown task name, is reported and the other tasks still run; the exit status is 1 when any task
+was not run."""
+
+
+def evaluate_main(argv=None) -> int:
+    from .evaluation.suite import (
+        TASKS,
+        evaluate_model,
+        format_results,
+        load_evaluation_data,
+        update_model_card,
+    )
+
+    parser = command_parser("evaluate", EVALUATE_DESCRIPTION)
+    parser.add_argument("--model", required=True, help="A saved hf_ae model folder or Hub id.")
+    parser.add_argument("--dataset", required=True, help="A data set that hf_ae.data loads (name or path).")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated tasks.")
+    parser.add_argument("--output_dir", default=None, help="Where results go (default: <model>/eval_<dataset>).")
+    parser.add_argument("--image_size", type=int, default=None, help="Image size (default: the model's, for the "
+                        "embedded image sets).")
+    parser.add_argument("--image_column", default=None, help="Image column of a data set with several.")
+    parser.add_argument("--text_column", default=None, help="Text column of a data set with several.")
+    parser.add_argument("--label_column", default=None, help="Label column for the probe.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Use at most this many train rows.")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Use at most this many test rows.")
+    parser.add_argument("--no_card_update", action="store_true",
+                        help="Leave the model folder's README.md as it is (the updated card still goes to --output_dir).")
+    parser.add_argument("--push_to_hub", action="store_true",
+                        help="Push the updated card (README.md) to the model's Hub repo (--hub_model_id for a local model).")
+    parser.add_argument("--hub_model_id", default=None, help="Repo to push the card to (default: --model, a Hub id).")
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` one).")
+    args = parser.parse_args(argv)
+    tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    if not tasks:
+        parser.error(f"--tasks is empty; choose from {list(TASKS)}")
+    is_local = Path(args.model).is_dir()
+    repo_id = args.hub_model_id or (None if is_local else args.model)
+    if args.push_to_hub and repo_id is None:
+        parser.error("--push_to_hub with a local model folder needs --hub_model_id (the repo whose card to update)")
+
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    datasets = load_evaluation_data(
+        model, args.dataset, image_size=args.image_size, label_column=args.label_column,
+        image_column=args.image_column, text_column=args.text_column,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+    )
+    if args.output_dir:
+        output_dir = Path(args.output_dir)
+    elif is_local:
+        output_dir = Path(args.model) / ("eval_" + Path(args.dataset).name)
+    else:
+        output_dir = Path("eval_" + args.model.replace("/", "_") + "_" + Path(args.dataset).name)
+    results = evaluate_model(model, datasets, tasks, output_dir, tokenizer, model_name=args.model,
+                             dataset_name=args.dataset)
+    print(format_results(results))
+    card_path = output_dir / "README.md"
+    if is_local and not args.no_card_update:  # the model's own card, replaced in one step, and a copy
+        update_model_card(args.model, results, tokenizer is not None, Path(args.model) / "README.md")
+        shutil.copyfile(Path(args.model) / "README.md", card_path)
+    else:
+        update_model_card(args.model, results, tokenizer is not None, card_path)
+    print(f"\nwrote {output_dir / 'eval_results.json'} and the card with these results ({card_path}"
+          + (f", {Path(args.model) / 'README.md'}" if is_local and not args.no_card_update else "") + ")")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        url = HfApi(token=args.hub_token).upload_file(
+            path_or_fileobj=str(card_path), path_in_repo="README.md", repo_id=repo_id,
+            commit_message=f"Evaluation results on {args.dataset} (hf-ae evaluate)",
+        )
+        print(f"pushed the card to {url}")
+    return 1 if any("error" in figures for figures in results["tasks"].values()) else 0
+
+
+# ------------------------------------------------------------------------------------------------------- probe
+def probe_main(argv=None) -> int:
+    from .evaluation.probe import format_probe_table, probe_results_filename, run_probe
+    from .evaluation.suite import load_evaluation_data
+
+    parser = command_parser("probe", "SVM latent probe: scikit-learn's SVC on a model's latents and on the raw "
+                            "inputs; prints a table and writes JSON.")
+    parser.add_argument("--model", required=True, help="A saved hf_ae model folder or Hub id.")
+    parser.add_argument("--dataset", default="digits", help="A data set with labels (see hf_ae.data).")
+    parser.add_argument("--image_size", type=int, default=None, help="Resize images (default: the model's size "
+                        "for the embedded image sets, which is how the model was trained).")
+    parser.add_argument("--label_column", default=None, help="Label column of a data set with several.")
+    parser.add_argument("--image_column", default=None, help="Image column of a data set with several.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Use at most this many train rows.")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Use at most this many test rows.")
+    parser.add_argument("--output", default=None, help="JSON file (default: <model>/probe_svm_<dataset>.json).")
+    args = parser.parse_args(argv)
+
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    datasets = load_evaluation_data(  # images at the model's size for the embedded image sets
+        model, args.dataset, image_size=args.image_size, label_column=args.label_column,
+        image_column=args.image_column, max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+    )
+    results = run_probe(model, datasets, tokenizer)
+    results.update({"model": args.model, "dataset": args.dataset})
+    print(f"SVM probe of {args.model} on {args.dataset} ({results['train_samples']} train / "
+          f"{results['test_samples']} test, latents {results['latent_shape']})")
+    print(format_probe_table(results))
+    if args.output:
+        output = Path(args.output)
+    elif Path(args.model).is_dir():
+        output = Path(args.model) / probe_results_filename(args.dataset)
+    else:  # a Hub id: write next to where we run
+        output = Path(probe_results_filename(args.dataset))
+    output.write_text(json.dumps(results, indent=2))
+    print(f"wrote {output}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def export_main(argv=None) -> int:
+    from .export import FORMATS, export_model
+
+    parser = command_parser("export", "Write an image model's encode and decode as torch.export programs (.pt2) "
+                            "and ONNX files, with a dynamic batch size (hf_ae.export).")
+    parser.add_argument("--model", required=True, help="A saved hf_ae image model folder or Hub id.")
+    parser.add_argument("--output_dir", default=None, help="Where the files go (default: <model>/exported).")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="Comma-separated, from torch and onnx.")
+    args = parser.parse_args(argv)
+    formats = [name.strip() for name in args.formats.split(",") if name.strip()]
+    model, _ = load_model_and_tokenizer(args.model)
+    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "exported"
+    written = export_model(model, output_dir, formats)
+    print(f"wrote {len(written)} files to {output_dir}: {', '.join(sorted(written))}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------------- push
+def push_main(argv=None) -> int:
+    from .hub import push_to_hub
+
+    parser = command_parser("push", "Upload a saved model folder (weights, code, card, figures) to a Hub model repo, "
+                            "creating it if needed.")
+    parser.add_argument("--model", required=True, help="The folder to upload (written by hf-ae train).")
+    parser.add_argument("--repo_id", required=True, help='"namespace/name", or "name" in the token\'s namespace.')
+    parser.add_argument("--private", action="store_true", help="Create the repo as private.")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` one).")
+    parser.add_argument("--commit_message", default=None, help="Commit title (default: 'Upload model with hf_ae').")
+    args = parser.parse_args(argv)
+    if not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model} is not a saved model folder (no config.json)")
+    url = push_to_hub(args.model, args.repo_id, token=args.token, private=args.private,
+                      commit_message=args.commit_message)
+    print(f"pushed {args.model} to {url}")
+    return 0
+
+
+COMMAND_FUNCTIONS = {"train": train_main, "evaluate": evaluate_main, "probe": probe_main, "export": export_main,
+                     "push": push_main}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMAND_FUNCTIONS:
+        print(__doc__.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nhf-ae: unknown command {argv[0]!r}; choose one of {list(COMMANDS)}", file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    return COMMAND_FUNCTIONS[argv[0]](argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
