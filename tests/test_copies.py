@@ -75,7 +75,9 @@ def test_fix_rewrites_drifted_copies_from_their_sources(tmp_path):
         "# Copied from hf_ae.models.a.shared\ndef helper(x):\n    return x + 1\n\n\nclass AThing:\n    pass\n")
 
 
-NEUTRAL_MODULES = ("modeling_autoencoder", "configuration_autoencoder", "pipeline_autoencoder")
+NEUTRAL_MODULES = (
+    "modeling_autoencoder", "configuration_autoencoder", "pipeline_autoencoder", "image_processing_autoencoder"
+)
 
 
 def test_every_model_folder_holds_a_checked_copy_of_each_neutral_module():

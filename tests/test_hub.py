@@ -337,6 +337,22 @@ def test_push_to_unreachable_hub_fails_and_leaves_folder_unchanged(tmp_path):
     assert folder_state(folder) == before
 
 
+def test_train_with_push_to_an_unreachable_hub_stops_before_training(tmp_path):
+    """--push_to_hub used to fail only after the whole run had trained and saved: the repo is now created (or
+    reached) first, and a Hub that cannot be reached stops the run before anything is written."""
+    output_dir = tmp_path / "run"
+    code = textwrap.dedent(f"""
+        from hf_ae.training import parse_args, train
+        train(*parse_args(["--model", "patch_vae", "--dataset", "digits", "--max_steps", "2",
+                           "--output_dir", {str(output_dir)!r}, "--push_to_hub", "--hub_model_id", "alice/tiny"]))
+        """)
+    with refused_endpoint() as endpoint:
+        proc = run_client(code, hub_env(endpoint, tmp_path / "trainer"), check=False)
+    assert proc.returncode != 0
+    assert "--push_to_hub: the Hub repo 'alice/tiny' cannot be created or reached" in proc.stderr, proc.stderr[-2000:]
+    assert "training patch_vae" not in proc.stdout and not output_dir.exists()
+
+
 def test_transformers_autoconfig_from_pushed_repo(hub_endpoint, tmp_path):
     folder = tmp_path / "saved"
     folder.mkdir()

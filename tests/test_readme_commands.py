@@ -492,3 +492,30 @@ def test_readme_funnel_vae_command_with_interpolation_losses_and_gradient_checkp
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["cycle_weight"], config["critic_weight"], config["decoder_sliding_window"]) == (0.1, 0.1, 32)
     assert json.loads((tmp_path / "run" / "training_args.json").read_text())["gradient_checkpointing"] is True
+
+
+# ------------------------------------------------------------------------------------- the README's Python blocks
+def readme_python_blocks() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text()
+    return [block.split("```")[0] for block in text.split("```python\n")[1:]]
+
+
+@pytest.mark.slow
+def test_readme_python_blocks_run_as_written_on_a_tiny_trained_folder(tmp_path):
+    """Every ```python block of the README, in order, in one fresh process whose working directory holds what the
+    README says is there (`outputs/demo/patch-vae-digits`, as `make demo` writes it, here tiny and briefly trained):
+    no undefined names, and what the blocks print is what their comments promise."""
+    blocks = readme_python_blocks()
+    assert blocks, "the README has no Python blocks"
+    run_train(["--model", "patch_vae", "--dataset", "digits", "--output_dir", str(tmp_path / "outputs/demo/patch-vae-digits"),
+               "--config_overrides", "bottleneck=kl,latent_dim=2,patch_size=4,hidden_size=16,num_hidden_layers=1,"
+               "num_attention_heads=2,intermediate_size=32", "--max_steps", "2", "--probe", "False",
+               "--max_train_samples", "32", "--max_eval_samples", "16"])
+    script = tmp_path / "readme_blocks.py"
+    script.write_text("\n\n".join(blocks))
+    result = run_python([str(script)], isolated_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert "torch.Size([4, 4, 2]) torch.Size([4, 1, 8, 8]) torch.Size([16, 1, 8, 8])" in lines
+    ratios = [round(i / 7, 6) for i in range(8)]
+    assert f"2 {ratios} (8, 8)" in lines

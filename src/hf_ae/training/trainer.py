@@ -198,6 +198,41 @@ def whole_model(accelerator: Accelerator, model, unwrapped, data):
     return whole.eval()
 
 
+def check_hub_repo(train_args) -> None:
+    """Create (or reach) the --push_to_hub repo now, as transformers' Trainer does at its start: a wrong token, an
+    unreachable Hub or a bad repo name then stops the run before it trains, not after it has trained and saved."""
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi(token=train_args.hub_token).create_repo(
+            train_args.hub_model_id, private=train_args.hub_private_repo, exist_ok=True, repo_type="model"
+        )
+    except Exception as error:
+        raise ValueError(
+            f"--push_to_hub: the Hub repo {train_args.hub_model_id!r} cannot be created or reached "
+            f"({type(error).__name__}: {error}); fix the token (HF_TOKEN, `hf auth login` or --hub_token), the "
+            "connection or the repo name before training"
+        ) from error
+
+
+# The figures a run's last lines show, when the run has them (the rest are in all_results.json and the card).
+SUMMARY_METRICS = ("mse", "psnr", "token_accuracy", "exact_match", "bits_per_image", "codebook_usage",
+                   "probe_accuracy", "probe_accuracy_raw_inputs")
+
+
+def run_summary(output_dir: Path, metrics: dict, results: dict) -> str:
+    """The last lines of a run: where the model went, its key figures, the files written."""
+    shown = ", ".join(f"{name} {metrics[name]:.4g}" for name in SUMMARY_METRICS if name in metrics)
+    files = sorted(path.name for path in output_dir.iterdir() if path.is_file())
+    return (
+        f"\nsaved the model to {output_dir} (step {results['global_step']}, "
+        f"{results['train_runtime_seconds']:.0f} s of training)\n"
+        + (f"  test: {shown}\n" if shown else "")
+        + f"  files: {', '.join(files)}\n"
+        f"  use it: AutoModel.from_pretrained({str(output_dir)!r}, trust_remote_code=True); the card is README.md"
+    )
+
+
 def broadcast_buffers(model) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every process, as DDP gives them before every forward.
     FSDP never syncs buffers, so each process keeps its own, and a sharded checkpoint stores one process's copy,
@@ -285,11 +320,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     same on every process."""
     output_dir = Path(train_args.output_dir or f"outputs/{model_args.model}-{data_args.dataset}")
 
-    # 1. Check the arguments and the checkpoint to resume from before anything is loaded, created or written.
+    # 1. Check the arguments and the checkpoint to resume from before anything is loaded, created or written; and the
+    # Hub repo of --push_to_hub, which would otherwise fail only after the whole run.
     check_arguments(model_args, data_args, train_args)
     resume_path = checkpoint_to_resume(train_args, output_dir)
     accelerator = make_accelerator(train_args, output_dir)
     set_seed(train_args.seed)
+    if train_args.push_to_hub and accelerator.is_main_process:
+        check_hub_repo(train_args)
 
     # 2. Data: the data set and its kind (images, texts or a prior's codes), which the loop asks what differs.
     data = training_data_for(model_args, data_args, train_args, load_datasets(data_args, accelerator), accelerator)
@@ -321,6 +359,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         arguments = {**vars(model_args), **vars(data_args), **vars(train_args)}
         scalars = {k: v for k, v in arguments.items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("hf_ae", config=scalars)
+        accelerator.print(f"{train_args.report_to} logs: {output_dir / 'logs'} (train/ and eval/ scalars)")
     accelerator.print(
         f"training {model_args.model} on {data_args.dataset}: {data.num_train_samples or 'a stream of'} train / "
         f"{data.num_eval_samples} test samples, {sum(p.numel() for p in unwrapped.parameters()):,} parameters, "
@@ -403,6 +442,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     probe = data.probe(final) if accelerator.is_main_process else None
     if probe is not None:
         figures = probe_metrics(probe)
+        accelerator.log({f"eval/{k}": v for k, v in figures.items()}, step=global_step)
         metrics = {**metrics, **figures}
         results.update({f"eval_{k}": v for k, v in figures.items()})
     results = broadcast_object_list([results])[0]  # the main process's probe and timings, on every process
@@ -415,6 +455,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             url = push_to_hub(output_dir, train_args.hub_model_id, token=train_args.hub_token,
                               private=train_args.hub_private_repo)
             accelerator.print(f"pushed to {url}")
+        accelerator.print(run_summary(output_dir, metrics, results))
     accelerator.wait_for_everyone()
     # Drop the DDP wrapper (its reducer holds the process group) while every rank is still here, then destroy the
     # group (end_training). Left to the function's exit, the gloo group was torn down when the reducer was freed,
