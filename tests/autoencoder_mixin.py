@@ -143,6 +143,11 @@ class AutoencoderTesterMixin:
                 got = model(pixel_values=io["pixel_values"]).reconstruction
             save_file({{"got": got}}, {str(tmp_path / "got.safetensors")!r})
             report = {{"module": type(model).__module__}}
+            if model.continuous_latents:  # diffusers' interface: latent_dist.sample(generator), decode(...)[0]
+                with torch.no_grad():
+                    dist = model.encode(pixel_values=io["pixel_values"]).latent_dist
+                    report["latent_dist"] = list(dist.sample(torch.Generator().manual_seed(0)).shape)
+                    report["decoded"] = list(model.decode(dist.mode(), return_dict=False)[0].shape)
             generator = torch.Generator().manual_seed(0)
             images = [torch.rand({model.config.num_channels}, {model.config.image_size}, {model.config.image_size},
                                  generator=generator) for _ in range(2)]
@@ -170,6 +175,8 @@ class AutoencoderTesterMixin:
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["module"].startswith("transformers_modules"), report
         assert report["processor"].startswith("transformers_modules") and report["batched_equals_one_by_one"], report
+        if model.continuous_latents:
+            assert report["latent_dist"][0] == 2 and report["decoded"] == list(pixel_values.shape), report
         # the same weights, batch and thread count (isolated_env) as here: equal up to rounding
         assert torch.allclose(load_file(tmp_path / "got.safetensors")["got"], expected, atol=1e-6)
         size = model.config.image_size

@@ -52,3 +52,17 @@ def code_usage(code_counts) -> dict:
     the histogram's entropy: the number of equally used codes it amounts to)."""
     usage, perplexity = code_histogram_statistics(torch.as_tensor(code_counts, dtype=torch.float64))
     return {"codebook_usage": usage.item(), "perplexity": perplexity.item()}
+
+
+def latent_scale(latents) -> dict:
+    """Latents of many inputs (any shape) -> `shift_factor`, their mean, and `scaling_factor`, 1 / their standard
+    deviation about it: the numbers a latent diffusion model needs (diffusers' names), so that
+    `(latents - shift_factor) * scaling_factor` has mean 0 and variance 1 over the data."""
+    values = torch.as_tensor(latents, dtype=torch.float64).flatten()
+    if values.numel() < 2:
+        raise ValueError(f"the latent scale needs at least 2 latent values, got {values.numel()}")
+    shift = values.mean()
+    std = (values - shift).pow(2).mean().sqrt()
+    if not std > 0:
+        raise ValueError("the latents do not vary (standard deviation 0): no scale to measure")
+    return {"scaling_factor": float(1.0 / std), "shift_factor": float(shift)}

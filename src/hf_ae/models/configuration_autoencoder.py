@@ -13,6 +13,7 @@ rewritten by `make fix-copies`) because a folder on the Hub may import only its 
 
 import copy
 import functools
+import math
 
 from transformers.utils import logging
 
@@ -20,6 +21,17 @@ logger = logging.get_logger(__name__)
 
 # How a scheduled loss weight rises over its warm-up steps (modeling_autoencoder.scheduled_weight).
 WEIGHT_SCHEDULES = ("constant", "linear", "sigmoid")
+
+
+def check_latent_scale(config) -> None:
+    """`scaling_factor` None or a finite number > 0, `shift_factor` None or finite (a ValueError naming the field)."""
+    for name, positive in (("scaling_factor", True), ("shift_factor", False)):
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                positive and value <= 0):
+            raise ValueError(f"{name} must be None or a finite number{' > 0' if positive else ''}, got {value!r}")
 
 
 class RenamedField:

@@ -29,7 +29,7 @@ from ..data import (
     image_transform_of,
     is_streaming,
 )
-from ..data.images import on_the_fly_view
+from ..data.images import UnreadableImageError, on_the_fly_view
 from ..evaluation.likelihood import evaluate_code_likelihood
 from ..evaluation.probe import run_probe
 from ..evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
@@ -51,6 +51,8 @@ from .tokenization import build_tokenizer
 # The SVM probe runs at the end of training on labelled data sets up to this many training rows (an RBF SVC
 # grows quadratically with the rows; scripts/probe_svm.py runs it on any size).
 PROBE_MAX_TRAIN_ROWS = 20_000
+# Training images whose latents give the latent scale (config.scaling_factor, shift_factor) at the end of a run.
+LATENT_SCALE_ROWS = 2_000
 # With --streaming: the first rows of the shuffled stream that the probe trains its SVM on, and that a BPE
 # tokenizer is trained on (a stream has no end to read up to).
 STREAM_PROBE_ROWS = 5_000
@@ -313,6 +315,11 @@ class TrainingData:
         `text_samples`, and any other context of the card."""
         raise NotImplementedError
 
+    def latent_scale_inputs(self) -> dict | None:
+        """The model inputs whose latents give the latent scale (the first LATENT_SCALE_ROWS training rows), or None
+        where this kind has no continuous image latents to scale."""
+        return None
+
 
 class ImageData(TrainingData):
     """Images (`pixel_values`, (C, H, W) in [0, 1], square); with --input_noise_std the model denoises."""
@@ -369,6 +376,21 @@ class ImageData(TrainingData):
         images = save_sample_images(model, self.datasets["test"], folder, self.train_args.num_sample_images,
                                     self.train_args.seed)
         return {"images": images, "text_samples": None}
+
+    def latent_scale_inputs(self) -> dict:
+        """{"pixel_values": (N, C, H, W)}: the first LATENT_SCALE_ROWS training images (a stream's first rows in
+        its shuffled order), as the test split reads them (no augmentation)."""
+        train = self.probe_datasets()["train"] if self.streaming else self.datasets["train"]
+        rows = pixel_values_only(train.select(range(min(len(train), LATENT_SCALE_ROWS))))
+        images = []
+        for index in range(len(rows)):
+            try:
+                images.append(rows[index]["pixel_values"])
+            except UnreadableImageError:
+                if not self.data_args.skip_unreadable_images:
+                    raise
+                # --skip_unreadable_images: training skipped it, with a warning naming it; so does the scale
+        return {"pixel_values": torch.stack(images)}
 
 
 class TextData(TrainingData):

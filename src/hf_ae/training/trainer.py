@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..data import load_dataset_for_training
+from ..evaluation.measures import latent_scale
 from ..hub import push_to_hub
 from ..models import MODEL_CLASSES
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_config_overrides
@@ -198,6 +199,18 @@ def whole_model(accelerator: Accelerator, model, unwrapped, data):
     return whole.eval()
 
 
+@torch.no_grad()
+def measure_latent_scale(model, inputs: dict, batch_size: int) -> dict:
+    """The `latent_scale` (hf_ae.evaluation.measures) of the posterior-mean latents of `inputs`, encoded in batches
+    on the model's device."""
+    name, values = next(iter(inputs.items()))
+    latents = [
+        model.encode(**{name: values[start : start + batch_size].to(model.device, model.dtype)}).latents.float().cpu()
+        for start in range(0, len(values), batch_size)
+    ]
+    return latent_scale(torch.cat(latents))
+
+
 def check_hub_repo(train_args) -> None:
     """Create (or reach) the --push_to_hub repo now, as transformers' Trainer does at its start: a wrong token, an
     unreachable Hub or a bad repo name then stops the run before it trains, not after it has trained and saved."""
@@ -226,7 +239,7 @@ def run_summary(output_dir: Path, metrics: dict, results: dict) -> str:
     files = sorted(path.name for path in output_dir.iterdir() if path.is_file())
     return (
         f"\nsaved the model to {output_dir} (step {results['global_step']}, "
-        f"{results['train_runtime_seconds']:.0f} s of training)\n"
+        f"{results['train_runtime_seconds']:.3g} s of training)\n"
         + (f"  test: {shown}\n" if shown else "")
         + f"  files: {', '.join(files)}\n"
         f"  use it: AutoModel.from_pretrained({str(output_dir)!r}, trust_remote_code=True); the card is README.md"
@@ -439,6 +452,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     # Inference from here on (a training-mode forward would change the model: a vq codebook's EMA update). The SVM
     # probe encodes both splits in one process; its accuracies join the metrics the card and results show.
     final = whole_model(accelerator, model, unwrapped, data)  # None on the other processes under FSDP/DeepSpeed
+    if accelerator.is_main_process and final.continuous_latents and final.modality == "image":
+        # The latents' scale over the training set, saved in the config for latent diffusion (diffusers' names).
+        scale = measure_latent_scale(final, data.latent_scale_inputs(), train_args.per_device_eval_batch_size)
+        final.config.scaling_factor, final.config.shift_factor = scale["scaling_factor"], scale["shift_factor"]
+        results.update({f"latent_{name}": value for name, value in scale.items()})
     probe = data.probe(final) if accelerator.is_main_process else None
     if probe is not None:
         figures = probe_metrics(probe)

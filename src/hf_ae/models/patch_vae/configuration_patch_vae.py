@@ -4,7 +4,12 @@ import math
 
 from transformers import PretrainedConfig
 
-from .configuration_autoencoder import WEIGHT_SCHEDULES, AutoencoderConfigMixin, RenamedField
+from .configuration_autoencoder import (
+    WEIGHT_SCHEDULES,
+    AutoencoderConfigMixin,
+    RenamedField,
+    check_latent_scale,
+)
 
 # Bottlenecks implemented in modeling_patch_vae.PATCH_VAE_BOTTLENECK_CLASSES.
 PATCH_VAE_BOTTLENECKS = ("none", "kl", "vq", "fsq")
@@ -90,6 +95,10 @@ class PatchVaeConfig(AutoencoderConfigMixin, PretrainedConfig):
         reg_warmup_steps (`int`, *optional*, defaults to 0):
             Number of optimisation steps over which the weight rises from 0 to `reg_weight`; 0 means the full
             weight from the first step. Called `kl_warmup_steps` before.
+        scaling_factor (`float`, *optional*), shift_factor (`float`, *optional*):
+            The latents' scale over the training set, measured at the end of training (`hf-ae train`):
+            `(latents - shift_factor) * scaling_factor` has mean 0 and variance 1, as a latent diffusion model
+            wants them (diffusers' names and use). None until measured.
         reconstruction_loss (`str`, *optional*, defaults to `"mse"`):
             `"mse"` (mean squared error on a linear output) or `"bce"` (binary cross-entropy on logits; the
             reconstruction is their sigmoid). Targets must lie in [0, 1] for `"bce"`.
@@ -172,6 +181,8 @@ class PatchVaeConfig(AutoencoderConfigMixin, PretrainedConfig):
         vq_cosine: bool = False,
         vq_sync_codebook: bool = True,
         fsq_levels: list[int] | tuple[int, ...] = (8, 5, 5, 5),
+        scaling_factor: float | None = None,
+        shift_factor: float | None = None,
         **kwargs,
     ):
         self.image_size = image_size
@@ -205,11 +216,14 @@ class PatchVaeConfig(AutoencoderConfigMixin, PretrainedConfig):
         self.vq_cosine = vq_cosine
         self.vq_sync_codebook = vq_sync_codebook
         self.fsq_levels = list(fsq_levels)
+        self.scaling_factor = scaling_factor
+        self.shift_factor = shift_factor
         super().__init__(**kwargs)
         self.validate_fields()
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""
+        check_latent_scale(self)
         positive_ints = (
             "image_size",
             "num_channels",

@@ -66,12 +66,19 @@ class PatchVaeEncoderOutput(ModelOutput):
         codes (`torch.LongTensor` of shape `(batch_size, num_patches)`, *optional*):
             The code index of each patch in `[0, config.num_codes)` (`bottleneck="vq"` or `"fsq"`); `latents` are
             then the quantized vectors, `decode_codes(codes)` decodes the same images.
+        latent_dist (`DiagonalGaussianPosterior`, *optional*):
+            The posterior as diffusers' autoencoders give it (`sample(generator)`, `mode()`, `kl()`): Gaussian for
+            `bottleneck="kl"`, a point mass at `latents` for `"none"`; in the layout of `latents`.
+
+    With `encode(..., spatial_latents=True)` the latents (and the posterior) are maps `(batch_size, latent_dim,
+    image_size / patch_size, image_size / patch_size)`, one pixel per patch, for convolutional denoisers.
     """
 
     latents: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
     latent_logvar: torch.FloatTensor | None = None
     codes: torch.LongTensor | None = None
+    latent_dist: DiagonalGaussianPosterior | None = None
 
 
 @dataclass
@@ -512,17 +519,47 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         sample_posterior: bool = False,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
+        spatial_latents: bool = False,
     ):
         """pixel_values (B, C, H, W) in [0, 1] -> latents (B, N, latent_dim); the posterior mean unless
-        `sample_posterior=True`."""
+        `sample_posterior=True`. `spatial_latents=True`: latents, posterior and `latent_dist` as maps (B, latent_dim,
+        H/p, W/p)."""
         bottleneck_output = self._encode(pixel_values, sample_posterior, generator)
+        latent_dist = None
+        if bottleneck_output.latent_mean is not None:
+            latent_dist = DiagonalGaussianPosterior(bottleneck_output.latent_mean, bottleneck_output.latent_logvar)
+        elif self.continuous_latents:
+            latent_dist = DiagonalGaussianPosterior(bottleneck_output.latents, deterministic=True)
         output = PatchVaeEncoderOutput(
             latents=bottleneck_output.latents,
             latent_mean=bottleneck_output.latent_mean,
             latent_logvar=bottleneck_output.latent_logvar,
             codes=bottleneck_output.codes,
+            latent_dist=latent_dist,
         )
+        if spatial_latents:
+            spatial = self.to_spatial_latents
+            output = PatchVaeEncoderOutput(
+                latents=spatial(output.latents),
+                latent_mean=None if output.latent_mean is None else spatial(output.latent_mean),
+                latent_logvar=None if output.latent_logvar is None else spatial(output.latent_logvar),
+                codes=output.codes,
+                latent_dist=None if latent_dist is None else latent_dist.map(spatial),
+            )
         return output if return_dict else output.to_tuple()
+
+    def latent_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> posterior-mean latent maps (B, latent_dim, H/p, W/p), one pixel per patch."""
+        return self.encode(pixel_values, spatial_latents=True).latents
+
+    def to_spatial_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, N, latent_dim) patches in raster order -> (B, latent_dim, H/p, W/p): one pixel per patch."""
+        grid = self.config.image_size // self.config.patch_size
+        return latents.transpose(1, 2).unflatten(2, (grid, grid))
+
+    def from_spatial_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim, H/p, W/p) -> (B, N, latent_dim), the inverse of `to_spatial_latents`."""
+        return latents.flatten(2).transpose(1, 2)
 
     def _encode(self, pixel_values, sample_posterior: bool, generator) -> BottleneckOutput:
         self.check_pixel_values(pixel_values)
@@ -535,7 +572,12 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         return torch.sigmoid(logits) if self.config.reconstruction_loss == "bce" else logits
 
     def decode(self, latents: torch.Tensor, return_dict: bool = True):
-        """latents (B, N, latent_dim) -> reconstruction (B, C, H, W)."""
+        """latents (B, N, latent_dim), or the spatial map (B, latent_dim, H/p, W/p) of `encode(...,
+        spatial_latents=True)` -> reconstruction (B, C, H, W); `decode(z, return_dict=False)[0]` is the image."""
+        grid = self.config.image_size // self.config.patch_size
+        if isinstance(latents, torch.Tensor) and latents.ndim == 4 and tuple(latents.shape[1:]) == (
+                self.config.latent_dim, grid, grid):
+            latents = self.from_spatial_latents(latents)
         self.check_latents(latents)
         output = PatchVaeDecoderOutput(reconstruction=self._logits_to_images(self._decode_logits(latents)))
         return output if return_dict else output.to_tuple()
@@ -650,6 +692,11 @@ class PatchVaeModel(PatchVaePreTrainedModel):
     def can_sample_prior(self) -> bool:
         """A "kl" bottleneck has a prior N(0, I) to sample; quantizers' codes are sampled by a PatchPrior."""
         return self.config.bottleneck == "kl"
+
+    @property
+    def continuous_latents(self) -> bool:
+        """The "kl" and "none" bottlenecks give continuous latents (a quantizer gives codes)."""
+        return self.config.bottleneck in ("kl", "none")
 
     @torch.no_grad()
     def sample(

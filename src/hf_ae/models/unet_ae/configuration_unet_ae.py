@@ -3,7 +3,7 @@
 
 from transformers import PretrainedConfig
 
-from .configuration_autoencoder import AutoencoderConfigMixin, RenamedField
+from .configuration_autoencoder import AutoencoderConfigMixin, RenamedField, check_latent_scale
 
 UNET_AE_NORMS = ("batch", "group")
 # The values of `bottleneck`, UNetAe's name for `mlp_bottleneck` before the rename.
@@ -78,6 +78,10 @@ class UNetAeConfig(AutoencoderConfigMixin, PretrainedConfig):
             Width of the hidden layers of the MLP bottleneck.
         latent_dim (`int`, *optional*, defaults to 64):
             Size of the latent vector of the MLP bottleneck.
+        scaling_factor (`float`, *optional*), shift_factor (`float`, *optional*):
+            The latents' scale over the training set, measured at the end of training (`hf-ae train`):
+            `(latents - shift_factor) * scaling_factor` has mean 0 and variance 1, as a latent diffusion model
+            wants them (diffusers' names and use). None until measured.
         attention (`str`, *optional*, defaults to `"none"`):
             Self-attention over the pixels of the feature maps at `attention_resolutions`, with a residual
             connection: `"linear"` (linear attention with a ReLU feature map, diffusers'
@@ -144,6 +148,8 @@ class UNetAeConfig(AutoencoderConfigMixin, PretrainedConfig):
         generation_noise_mean: float = 0.7,
         generation_noise_std: float = 0.2,
         initializer_range: float = 0.02,
+        scaling_factor: float | None = None,
+        shift_factor: float | None = None,
         **kwargs,
     ):
         # `num_channels` is the name the trainer and the pipelines use (attribute_map); take it here so that
@@ -170,11 +176,14 @@ class UNetAeConfig(AutoencoderConfigMixin, PretrainedConfig):
         self.generation_noise_mean = generation_noise_mean
         self.generation_noise_std = generation_noise_std
         self.initializer_range = initializer_range
+        self.scaling_factor = scaling_factor
+        self.shift_factor = shift_factor
         super().__init__(**kwargs)
         self.validate_fields()
 
     def validate_fields(self):
         """Raise a `ValueError` that names the first field whose value cannot build a model."""
+        check_latent_scale(self)
 
         def is_positive_int(value) -> bool:
             return not isinstance(value, bool) and isinstance(value, int) and value >= 1

@@ -14,6 +14,7 @@ The contract, as [`AutoencoderMixin`] declares it (class attributes or propertie
                              PatchPrior's distribution over its autoencoder's codes
     generation_methods       names `sample(method=...)` accepts besides the prior (UNetAe's iterative denoising)
     remote_code_requirements what `pip install` needs to run a saved folder without hf_ae
+    continuous_latents       latents a diffusion model can use: encode gives `latent_dist`, the config the scale
 
     encode(inputs).latents                     (B, ...) latents
     decode(latents).reconstruction             images (B, C, H, W) for "image"; token ids (B, T) for "text"
@@ -22,6 +23,7 @@ The contract, as [`AutoencoderMixin`] declares it (class attributes or propertie
     interpolate_latents(start, end, ratios, method)      (S, ...) latents on the path between two inputs
     interpolate(pair, num_steps, method)       (ratios, decoded path): the latent-interpolation pipeline's work
     reconstruct(inputs)                        decode(encode(inputs)) of the posterior mean, as `decode` returns it
+    latent_maps(pixel_values)                  the latents as (B, C, h, w) maps, for convolutional denoisers
     denoise(pixel_values)                      what the model makes of noisy images (its reconstruction)
     loss_weights_at_step(step)                 the `forward` keyword arguments a training loop passes at `step`
     sharding_incompatibility                   why FSDP cannot train the model as configured, or None
@@ -146,12 +148,17 @@ class DiagonalGaussianPosterior:
     mean, logvar: (B, ...) tensors of one shape.
     """
 
-    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
-        if mean.shape != logvar.shape:
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor | None = None, deterministic: bool = False):
+        """`deterministic=True` (no `logvar`): a point mass at `mean`, the `latent_dist` of an autoencoder without a
+        posterior (PatchVae "none", UNetAe), as diffusers' `deterministic=True`: std 0, `sample()` is the mean."""
+        if deterministic != (logvar is None):
+            raise ValueError("give logvar for a Gaussian posterior, or deterministic=True without one")
+        if logvar is not None and mean.shape != logvar.shape:
             raise ValueError(f"mean and logvar differ in shape: {tuple(mean.shape)} vs {tuple(logvar.shape)}")
         self.mean = mean
-        self.logvar = logvar.clamp(-30.0, 20.0)
-        self.std = torch.exp(0.5 * self.logvar)
+        self.deterministic = deterministic
+        self.logvar = torch.zeros_like(mean) if deterministic else logvar.clamp(-30.0, 20.0)
+        self.std = torch.zeros_like(mean) if deterministic else torch.exp(0.5 * self.logvar)
 
     @classmethod
     def from_parameters(cls, parameters: torch.Tensor) -> "DiagonalGaussianPosterior":
@@ -161,13 +168,23 @@ class DiagonalGaussianPosterior:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A reparameterised draw mean + std * eps, eps ~ N(0, I) from `generator` (differentiable in mean, std)."""
+        if self.deterministic:
+            return self.mean
         return self.mean + self.std * randn_like_with_generator(self.mean, generator)
 
     def mode(self) -> torch.Tensor:
         return self.mean
 
+    def map(self, function) -> "DiagonalGaussianPosterior":
+        """The same distribution with `function` (a reshape, a permutation) applied to its mean and log-variance."""
+        if self.deterministic:
+            return DiagonalGaussianPosterior(function(self.mean), deterministic=True)
+        return DiagonalGaussianPosterior(function(self.mean), function(self.logvar))
+
     def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) per item (B,): summed over every latent value of the item."""
+        """KL(q || N(0, I)) per item (B,): summed over every latent value of the item (zeros when deterministic)."""
+        if self.deterministic:
+            return self.mean.new_zeros(self.mean.shape[0])
         per_value = 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
         return per_value.flatten(1).sum(1)
 
@@ -237,6 +254,9 @@ class AutoencoderMixin:
     generation_methods: tuple[str, ...] = ()
     # Whether `interpolate_latents` turns each latent token (the last dimension) on its own, or the whole latent.
     interpolates_per_token: bool = True
+    # Whether the latents are continuous vectors a diffusion model can work on (not codes, not text): training then
+    # measures their scale (config.scaling_factor, shift_factor) and encode gives a `latent_dist`.
+    continuous_latents: bool = False
     # What a client installs to run the saved folder's code (trust_remote_code=True) without hf_ae.
     remote_code_requirements: tuple[str, ...] = ("torch", "transformers")
 
@@ -290,6 +310,15 @@ class AutoencoderMixin:
             return mix(start.unsqueeze(0), end.unsqueeze(0), ratios)
         ratios = ratios.to(start).view(-1, 1)  # (S, 1)
         return mix(start.reshape(1, -1), end.reshape(1, -1), ratios).reshape(-1, *start.shape)
+
+    def latent_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> posterior-mean latents as maps (B, channels, h, w), the layout of convolutional
+        denoisers (latent diffusion); a ValueError for latents that are vectors."""
+        latents = self.encode(pixel_values=pixel_values).latents
+        if latents.ndim != 4:
+            raise ValueError(f"{type(self).__name__} gives latents of shape {tuple(latents.shape)}, not latent maps "
+                             "(B, C, h, w)")
+        return latents
 
     @torch.no_grad()
     def reconstruct(

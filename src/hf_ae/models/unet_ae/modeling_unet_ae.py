@@ -43,6 +43,7 @@ from .configuration_unet_ae import UNetAeConfig
 from .modeling_autoencoder import (
     AutoencoderMixin,
     AutoencoderSampleOutput,
+    DiagonalGaussianPosterior,
     randn_like_with_generator,
     randn_with_generator,
 )
@@ -66,10 +67,14 @@ class UNetAeEncoderOutput(ModelOutput):
         skip_features (`tuple(torch.FloatTensor)`, *optional*):
             With `skip_connections=True`: the encoder's feature map of each level but the deepest,
             `(batch_size, block_out_channels[l], image_size / 2**l, image_size / 2**l)`, which `decode` needs.
+        latent_dist (`DiagonalGaussianPosterior`):
+            The latents as diffusers' autoencoders give them (`sample(generator)`, `mode()`): a point mass, since
+            UNetAe's latents are deterministic.
     """
 
     latents: torch.FloatTensor | None = None
     skip_features: tuple[torch.FloatTensor, ...] | None = None
+    latent_dist: DiagonalGaussianPosterior | None = None
 
 
 @dataclass
@@ -368,6 +373,7 @@ class UNetAeModel(UNetAePreTrainedModel):
     interpolates_per_token = False
     # its blocks are diffusers'
     remote_code_requirements = ("torch", "transformers", "diffusers")
+    continuous_latents = True
 
     def __init__(self, config: UNetAeConfig):
         super().__init__(config)
@@ -417,7 +423,8 @@ class UNetAeModel(UNetAePreTrainedModel):
         self.check_pixel_values(pixel_values)
         features, skip_features = self.encoder(pixel_values)
         latents = self.bottleneck.encode(features) if self.bottleneck is not None else features
-        output = UNetAeEncoderOutput(latents=latents, skip_features=skip_features if self.config.skip_connections else None)
+        output = UNetAeEncoderOutput(latents=latents, skip_features=skip_features if self.config.skip_connections else None,
+                                     latent_dist=DiagonalGaussianPosterior(latents, deterministic=True))
         return output if return_dict else output.to_tuple()
 
     def decode(self, latents: torch.Tensor, skip_features: tuple[torch.Tensor, ...] | None = None,
