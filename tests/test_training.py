@@ -247,8 +247,13 @@ def test_tensorboard_bf16_and_gradient_checkpointing_options(tmp_path):
     assert [event.step for event in events.Scalars("train/loss")] == [2, 4]  # --logging_steps 2
     assert [event.step for event in events.Scalars("eval/mse")] == [2, 4]  # --eval_steps 2, and the final one
     assert json.loads((output_dir / "training_args.json").read_text())["mixed_precision"] == "bf16"
-    # the run says where its logs and its model went, and ends with the files it wrote
+    # the run says where its logs and its model went, names each phase after the progress bar as it starts (no
+    # silent stretch), and ends with the files it wrote
     assert f"tensorboard logs: {output_dir / 'logs'}" in result.stdout
+    phases = [line for line in result.stdout.splitlines() if line.endswith(" ...")]
+    assert phases == ["evaluating on the 20 test samples ...",
+                      "measuring the latents' scale over the training images (for latent diffusion) ...",
+                      f"saving the model, its sample figures and its card to {output_dir} ..."], phases
     summary = result.stdout.split("saved the model to ")[1]
     assert summary.startswith(f"{output_dir} (step 4,") and "  test: mse " in summary
     assert "model.safetensors" in summary.split("  files: ")[1] and "README.md" in summary

@@ -283,16 +283,20 @@ class TrainingData:
         """Test-set metrics, gathered across processes."""
         raise NotImplementedError
 
-    def probe(self, model) -> dict | None:
-        """The SVM probe's accuracies when --probe is on and the data has labels and at most PROBE_MAX_TRAIN_ROWS
-        training rows (a stream: on its first STREAM_PROBE_ROWS rows in the shuffled order), else None. Runs on
-        the unwrapped model, in one process."""
+    def probe_runs(self) -> bool:
+        """Whether `probe` will run: --probe is on and the data has labels and at most PROBE_MAX_TRAIN_ROWS training
+        rows (a stream: the probe reads its first STREAM_PROBE_ROWS rows)."""
         if not self.train_args.probe or any("label" not in self.datasets[s].column_names for s in ("train", "test")):
+            return False
+        return self.streaming or len(self.datasets["train"]) <= PROBE_MAX_TRAIN_ROWS
+
+    def probe(self, model) -> dict | None:
+        """The SVM probe's accuracies when `probe_runs()` (a stream: on its first STREAM_PROBE_ROWS rows in the
+        shuffled order), else None. Runs on the unwrapped model, in one process."""
+        if not self.probe_runs():
             return None
         if self.streaming:
             return run_probe(model, self.probe_datasets(), self.tokenizer)
-        if len(self.datasets["train"]) > PROBE_MAX_TRAIN_ROWS:
-            return None
         return run_probe(model, self.datasets, self.tokenizer)
 
     def probe_datasets(self) -> hf_datasets.DatasetDict:
@@ -510,8 +514,8 @@ class PriorCodeData(ImageData):
     def evaluate(self, model, eval_loader, accelerator):
         return evaluate_code_likelihood(model, eval_loader, accelerator)
 
-    def probe(self, model) -> None:
-        return None
+    def probe_runs(self) -> bool:
+        return False  # a prior has no latents of its own to probe
 
     def save_with_model(self, model, folder):
         """The prior's samples, decoded by its autoencoder; the card also describes the autoencoder and the bits a

@@ -199,6 +199,21 @@ def whole_model(accelerator: Accelerator, model, unwrapped, data):
     return whole.eval()
 
 
+class Phases:
+    """Prints each phase after training as it starts (the main process only), and how long the one before took."""
+
+    def __init__(self, accelerator: Accelerator):
+        self.accelerator, self.started, self.name = accelerator, None, None
+
+    def start(self, name: str | None) -> None:
+        now = time.perf_counter()
+        if self.name is not None:
+            self.accelerator.print(f"  ({now - self.started:.1f} s)")
+        self.started, self.name = now, name
+        if name is not None:
+            self.accelerator.print(f"{name} ...")
+
+
 @torch.no_grad()
 def measure_latent_scale(model, inputs: dict, batch_size: int) -> dict:
     """The `latent_scale` (hf_ae.evaluation.measures) of the posterior-mean latents of `inputs`, encoded in batches
@@ -431,7 +446,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     progress.close()
     train_seconds = time.perf_counter() - started
 
-    # 6. Evaluate and probe; every process returns the main process's results.
+    # 6. Evaluate and probe; every process returns the main process's results. Each phase after the progress bar says
+    # what it does, so that a long probe or save is not a silent stretch.
+    phase = Phases(accelerator)
+    phase.start(f"evaluating on the {data.num_eval_samples} test samples")
     metrics = data.evaluate(model, eval_loader, accelerator)
     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)  # the trackers see it too
     results = {
@@ -454,9 +472,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     final = whole_model(accelerator, model, unwrapped, data)  # None on the other processes under FSDP/DeepSpeed
     if accelerator.is_main_process and final.continuous_latents and final.modality == "image":
         # The latents' scale over the training set, saved in the config for latent diffusion (diffusers' names).
+        phase.start("measuring the latents' scale over the training images (for latent diffusion)")
         scale = measure_latent_scale(final, data.latent_scale_inputs(), train_args.per_device_eval_batch_size)
         final.config.scaling_factor, final.config.shift_factor = scale["scaling_factor"], scale["shift_factor"]
         results.update({f"latent_{name}": value for name, value in scale.items()})
+    if accelerator.is_main_process and data.probe_runs():
+        phase.start("the SVM latent probe (a grid search over C and gamma; minutes on large latents, --probe False "
+                    "skips it)")
     probe = data.probe(final) if accelerator.is_main_process else None
     if probe is not None:
         figures = probe_metrics(probe)
@@ -467,12 +489,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
 
     # 7. Save and push (the main process writes; the others wait).
     if accelerator.is_main_process:
+        phase.start(f"saving the model, its sample figures and its card to {output_dir}")
         save_trained_model(final, output_dir, data=data, metrics=metrics, probe=probe, model_args=model_args,
                            data_args=data_args, train_args=train_args, results=results, log_history=log.history)
         if train_args.push_to_hub:
+            phase.start(f"pushing {output_dir} to the Hub repo {train_args.hub_model_id}")
             url = push_to_hub(output_dir, train_args.hub_model_id, token=train_args.hub_token,
                               private=train_args.hub_private_repo)
             accelerator.print(f"pushed to {url}")
+        phase.start(None)
         accelerator.print(run_summary(output_dir, metrics, results))
     accelerator.wait_for_everyone()
     # Drop the DDP wrapper (its reducer holds the process group) while every rank is still here, then destroy the
