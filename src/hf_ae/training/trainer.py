@@ -287,19 +287,19 @@ def load_checkpoint(accelerator: Accelerator, resume_path: Path | None) -> dict 
     return json.loads((resume_path / TRAINING_STATE_NAME).read_text())
 
 
-def save_checkpoint(accelerator: Accelerator, model, output_dir: Path, global_step: int, epoch: int,
-                    epoch_batches: int, streaming: bool, num_workers: int, total_limit: int) -> None:
-    """Accelerate's state in checkpoints/step_N with the step and epoch it was taken at and every process's place
-    in the data ([epoch, micro-batches read in it]: a stream's only position); the oldest checkpoints beyond
-    --save_total_limit are removed. A collective call: every process makes it."""
-    checkpoint = output_dir / "checkpoints" / f"step_{global_step}"
+def save_checkpoint(accelerator: Accelerator, model, output_dir: Path, state: dict, position: list[int],
+                    total_limit: int) -> None:
+    """Accelerate's state in checkpoints/step_<state["global_step"]>, with `state` (the step, the epoch, the data's
+    kind) and every process's `position` in the data ([epoch, micro-batches read in it]: a stream's only position)
+    in its training state; the oldest checkpoints beyond --save_total_limit are removed. A collective call: every
+    process makes it."""
+    checkpoint = output_dir / "checkpoints" / f"step_{state['global_step']}"
     if accelerator.distributed_type == DistributedType.FSDP:
         broadcast_buffers(model)
     accelerator.save_state(str(checkpoint))
-    positions = gather_object([[epoch, epoch_batches]])  # one [epoch, batches] per process, in rank order
+    positions = gather_object([position])  # one [epoch, batches] per process, in rank order
     if accelerator.is_main_process:
-        state = {"global_step": global_step, "epoch": epoch, "streaming": streaming, "stream_positions": positions,
-                 "num_processes": accelerator.num_processes, "dataloader_num_workers": num_workers}
+        state = {**state, "stream_positions": positions, "num_processes": accelerator.num_processes}
         (checkpoint / TRAINING_STATE_NAME).write_text(json.dumps(state))
         prune_checkpoints(output_dir / "checkpoints", total_limit)
     accelerator.wait_for_everyone()
@@ -438,8 +438,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 log.record_eval(global_step, metrics)
                 progress.write(f"step {global_step}: " + ", ".join(f"eval {k} {v:.4g}" for k, v in metrics.items()))
             if train_args.checkpointing_steps and global_step % train_args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, model, output_dir, global_step, epoch, epoch_batches, data.streaming,
-                                data_args.dataloader_num_workers, train_args.save_total_limit)
+                checkpoint_state = {"global_step": global_step, "epoch": epoch, "streaming": data.streaming,
+                                    "dataloader_num_workers": data_args.dataloader_num_workers}
+                save_checkpoint(accelerator, model, output_dir, checkpoint_state, [epoch, epoch_batches],
+                                train_args.save_total_limit)
             if global_step >= max_steps:
                 break
         epoch += 1
