@@ -26,6 +26,33 @@ def command_parser(name: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"hf-ae {name}", description=description, formatter_class=HelpFormatter)
 
 
+def add_model_and_data_arguments(parser: argparse.ArgumentParser, dataset_default: str | None) -> None:
+    """The arguments `evaluate` and `probe` share: the model, and the data set as `load_evaluation_data` reads it."""
+    parser.add_argument("--model", required=True, help="A saved hf_ae model folder or Hub id.")
+    parser.add_argument("--dataset", required=dataset_default is None, default=dataset_default,
+                        help="A data set that hf_ae.data loads (name or path).")
+    parser.add_argument("--image_size", type=int, default=None, help="Resize images (default: the model's size "
+                        "for the embedded image sets, which is how the model was trained).")
+    parser.add_argument("--image_column", default=None, help="Image column of a data set with several.")
+    parser.add_argument("--text_column", default=None, help="Text column of a data set with several.")
+    parser.add_argument("--label_column", default=None, help="Label column of a data set with several.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Use at most this many train rows.")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Use at most this many test rows.")
+
+
+def load_model_and_data(args):
+    """The model, its tokenizer (text models) and the data of `add_model_and_data_arguments`'s arguments."""
+    from .evaluation.suite import load_evaluation_data
+
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    datasets = load_evaluation_data(  # images at the model's size for the embedded image sets
+        model, args.dataset, image_size=args.image_size, label_column=args.label_column,
+        image_column=args.image_column, text_column=args.text_column,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+    )
+    return model, tokenizer, datasets
+
+
 def load_model_and_tokenizer(name_or_path: str):
     """A saved hf_ae model (folder or Hub id) in eval mode, and its tokenizer for a text model (else None)."""
     from transformers import AutoModel, AutoTokenizer
@@ -54,26 +81,12 @@ was not run."""
 
 
 def evaluate_main(argv=None) -> int:
-    from .evaluation.suite import (
-        TASKS,
-        evaluate_model,
-        format_results,
-        load_evaluation_data,
-        update_model_card,
-    )
+    from .evaluation.suite import TASKS, evaluate_model, format_results, update_model_card
 
     parser = command_parser("evaluate", EVALUATE_DESCRIPTION)
-    parser.add_argument("--model", required=True, help="A saved hf_ae model folder or Hub id.")
-    parser.add_argument("--dataset", required=True, help="A data set that hf_ae.data loads (name or path).")
+    add_model_and_data_arguments(parser, dataset_default=None)
     parser.add_argument("--tasks", default=",".join(TASKS), help="Comma-separated tasks.")
     parser.add_argument("--output_dir", default=None, help="Where results go (default: <model>/eval_<dataset>).")
-    parser.add_argument("--image_size", type=int, default=None, help="Image size (default: the model's, for the "
-                        "embedded image sets).")
-    parser.add_argument("--image_column", default=None, help="Image column of a data set with several.")
-    parser.add_argument("--text_column", default=None, help="Text column of a data set with several.")
-    parser.add_argument("--label_column", default=None, help="Label column for the probe.")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="Use at most this many train rows.")
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="Use at most this many test rows.")
     parser.add_argument("--no_card_update", action="store_true",
                         help="Leave the model folder's README.md as it is (the updated card still goes to --output_dir).")
     parser.add_argument("--push_to_hub", action="store_true",
@@ -89,12 +102,7 @@ def evaluate_main(argv=None) -> int:
     if args.push_to_hub and repo_id is None:
         parser.error("--push_to_hub with a local model folder needs --hub_model_id (the repo whose card to update)")
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    datasets = load_evaluation_data(
-        model, args.dataset, image_size=args.image_size, label_column=args.label_column,
-        image_column=args.image_column, text_column=args.text_column,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-    )
+    model, tokenizer, datasets = load_model_and_data(args)
     if args.output_dir:
         output_dir = Path(args.output_dir)
     elif is_local:
@@ -126,27 +134,14 @@ def evaluate_main(argv=None) -> int:
 # ------------------------------------------------------------------------------------------------------- probe
 def probe_main(argv=None) -> int:
     from .evaluation.probe import format_probe_table, probe_results_filename, run_probe
-    from .evaluation.suite import load_evaluation_data
 
     parser = command_parser("probe", "SVM latent probe: scikit-learn's SVC on a model's latents and on the raw "
-                            "inputs; prints a table and writes JSON.")
-    parser.add_argument("--model", required=True, help="A saved hf_ae model folder or Hub id.")
-    parser.add_argument("--dataset", default="digits", help="A data set with labels (see hf_ae.data).")
-    parser.add_argument("--image_size", type=int, default=None, help="Resize images (default: the model's size "
-                        "for the embedded image sets, which is how the model was trained).")
-    parser.add_argument("--label_column", default=None, help="Label column of a data set with several.")
-    parser.add_argument("--image_column", default=None, help="Image column of a data set with several.")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="Use at most this many train rows.")
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="Use at most this many test rows.")
+                            "inputs; prints a table and writes JSON. The data set needs labels.")
+    add_model_and_data_arguments(parser, dataset_default="digits")
     parser.add_argument("--output", default=None, help="JSON file (default: <model>/probe_svm_<dataset>.json).")
     args = parser.parse_args(argv)
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    datasets = load_evaluation_data(  # images at the model's size for the embedded image sets
-        model, args.dataset, image_size=args.image_size, label_column=args.label_column,
-        image_column=args.image_column, max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-    )
+    model, tokenizer, datasets = load_model_and_data(args)
     results = run_probe(model, datasets, tokenizer)
     results.update({"model": args.model, "dataset": args.dataset})
     print(f"SVM probe of {args.model} on {args.dataset} ({results['train_samples']} train / "

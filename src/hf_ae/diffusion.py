@@ -20,9 +20,11 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 
 def latent_space(autoencoder) -> tuple[float, float]:
-    """(scaling_factor, shift_factor) of an autoencoder's config; a ValueError when they were never measured."""
-    config = autoencoder.config
-    scaling, shift = getattr(config, "scaling_factor", None), getattr(config, "shift_factor", None)
+    """(scaling_factor, shift_factor) of an autoencoder's config; a ValueError for latents that are not continuous,
+    or when the scale was never measured."""
+    if not autoencoder.continuous_latents:
+        raise ValueError(f"latent diffusion needs continuous latents; {type(autoencoder).__name__} has codes or none")
+    scaling, shift = autoencoder.config.scaling_factor, autoencoder.config.shift_factor
     if scaling is None:
         raise ValueError(
             f"{type(autoencoder).__name__} has no measured latent scale (config.scaling_factor is None): train it "
@@ -35,8 +37,6 @@ def latent_space(autoencoder) -> tuple[float, float]:
 def encode_for_diffusion(autoencoder, pixel_values: torch.Tensor) -> torch.Tensor:
     """Images (B, C, H, W) -> the denoiser's training data: posterior-mean latent maps, standardised with the
     autoencoder's measured scale."""
-    if not autoencoder.continuous_latents:
-        raise ValueError(f"latent diffusion needs continuous latents; {type(autoencoder).__name__} has codes or none")
     scaling, shift = latent_space(autoencoder)
     return (autoencoder.latent_maps(pixel_values) - shift) * scaling
 

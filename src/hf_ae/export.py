@@ -84,8 +84,11 @@ def export_programs(model) -> dict[str, torch.export.ExportedProgram]:
     return {"encode": encode, "decode": decode}
 
 
-def input_output_names(model, decode_inputs: tuple) -> dict[str, tuple[list[str], list[str]]]:
-    skips = [f"skip_{index}" for index in range(len(decode_inputs) - 1)]
+def input_output_names(programs: dict) -> dict[str, tuple[list[str], list[str]]]:
+    """part -> (input names, output names) of the ONNX files: a decode program with more inputs than the latents
+    takes skip features (UNetAe with skip connections), which encode gives after the latents."""
+    num_skips = len(programs["decode"].graph_signature.user_inputs) - 1
+    skips = [f"skip_{index}" for index in range(num_skips)]
     return {"encode": (["pixel_values"], ["latents", *skips]), "decode": (["latents", *skips], ["reconstruction"])}
 
 
@@ -110,8 +113,7 @@ def export_model(model, output_dir, formats=FORMATS) -> dict[str, Path]:
             import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs it)
         except ImportError as error:
             raise ImportError('ONNX export needs onnx and onnxscript: pip install "hf_ae[export]"') from error
-        _, decode_inputs = example_inputs(model)
-        names = input_output_names(model, decode_inputs)
+        names = input_output_names(programs)
         for part, program in programs.items():
             path = output_dir / f"{part}.onnx"
             inputs, outputs = names[part]

@@ -260,6 +260,15 @@ def command_line_arguments() -> list[str] | None:
     return None
 
 
+def train_command(*argument_groups) -> str:
+    """The card's "Reproduce with": this process's own command line, or for a run started from Python the arguments
+    that differ from their defaults."""
+    arguments = command_line_arguments()
+    if arguments is None:
+        return reproduce_command(*argument_groups)
+    return "hf-ae train " + " ".join(shlex.quote(argument) for argument in arguments)
+
+
 def reproduce_command(*argument_groups) -> str:
     """`hf-ae train ...` with every argument that differs from its default, for runs started from Python (a
     benchmark calling `train`) rather than from the command line."""
@@ -300,9 +309,7 @@ def save_trained_model(
             "dataset": data_args.dataset,
             "dataset_description": (data.datasets["test"].info.description or "").strip(),
             "train_args": train_args,
-            "train_command": "hf-ae train " + " ".join(shlex.quote(a) for a in command_line_arguments())
-            if command_line_arguments() is not None
-            else reproduce_command(model_args, data_args, train_args),
+            "train_command": train_command(model_args, data_args, train_args),
             "device": results.get("device", str(model.device)),
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
                                        "train_samples", "eval_samples")},

@@ -29,7 +29,7 @@ from ..data import (
     image_transform_of,
     is_streaming,
 )
-from ..data.images import UnreadableImageError, on_the_fly_view
+from ..data.images import UnreadableImageError, image_rows, on_the_fly_view
 from ..evaluation.likelihood import evaluate_code_likelihood
 from ..evaluation.probe import run_probe
 from ..evaluation.reconstruction import evaluate_image_reconstruction, evaluate_text_reconstruction
@@ -319,9 +319,9 @@ class TrainingData:
         `text_samples`, and any other context of the card."""
         raise NotImplementedError
 
-    def latent_scale_inputs(self) -> dict | None:
-        """The model inputs whose latents give the latent scale (the first LATENT_SCALE_ROWS training rows), or None
-        where this kind has no continuous image latents to scale."""
+    def latent_scale_rows(self) -> hf_datasets.Dataset | None:
+        """The training rows whose latents give the latent scale (the first LATENT_SCALE_ROWS), or None where this
+        kind has no image latents to scale."""
         return None
 
 
@@ -381,20 +381,23 @@ class ImageData(TrainingData):
                                     self.train_args.seed)
         return {"images": images, "text_samples": None}
 
-    def latent_scale_inputs(self) -> dict:
-        """{"pixel_values": (N, C, H, W)}: the first LATENT_SCALE_ROWS training images (a stream's first rows in
-        its shuffled order), as the test split reads them (no augmentation)."""
+    def latent_scale_rows(self) -> hf_datasets.Dataset:
+        """The first LATENT_SCALE_ROWS training images (a stream's first rows in its shuffled order), read as the test
+        split is (no augmentation); with --skip_unreadable_images without the unreadable ones, which training skipped
+        too, with a warning naming each."""
         train = self.probe_datasets()["train"] if self.streaming else self.datasets["train"]
-        rows = pixel_values_only(train.select(range(min(len(train), LATENT_SCALE_ROWS))))
-        images = []
-        for index in range(len(rows)):
-            try:
-                images.append(rows[index]["pixel_values"])
-            except UnreadableImageError:
-                if not self.data_args.skip_unreadable_images:
-                    raise
-                # --skip_unreadable_images: training skipped it, with a warning naming it; so does the scale
-        return {"pixel_values": torch.stack(images)}
+        rows = train.select(range(min(len(train), LATENT_SCALE_ROWS)))
+        if self.data_args.skip_unreadable_images:
+            rows = rows.select([index for index in range(len(rows)) if is_readable(rows, index)])
+        return rows
+
+
+def is_readable(dataset, index: int) -> bool:
+    try:
+        image_rows(dataset, [index])
+    except UnreadableImageError:
+        return False
+    return True
 
 
 class TextData(TrainingData):

@@ -27,6 +27,7 @@ from transformers import get_scheduler
 
 from ..data import load_dataset_for_training
 from ..evaluation.measures import latent_scale
+from ..evaluation.probe import encode_dataset
 from ..hub import push_to_hub
 from ..models import MODEL_CLASSES
 from .arguments import DataArguments, ModelArguments, TrainArguments, parse_config_overrides
@@ -212,18 +213,6 @@ class Phases:
         self.started, self.name = now, name
         if name is not None:
             self.accelerator.print(f"{name} ...")
-
-
-@torch.no_grad()
-def measure_latent_scale(model, inputs: dict, batch_size: int) -> dict:
-    """The `latent_scale` (hf_ae.evaluation.measures) of the posterior-mean latents of `inputs`, encoded in batches
-    on the model's device."""
-    name, values = next(iter(inputs.items()))
-    latents = [
-        model.encode(**{name: values[start : start + batch_size].to(model.device, model.dtype)}).latents.float().cpu()
-        for start in range(0, len(values), batch_size)
-    ]
-    return latent_scale(torch.cat(latents))
 
 
 def check_hub_repo(train_args) -> None:
@@ -475,7 +464,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if accelerator.is_main_process and final.continuous_latents and final.modality == "image":
         # The latents' scale over the training set, saved in the config for latent diffusion (diffusers' names).
         phase.start("measuring the latents' scale over the training images (for latent diffusion)")
-        scale = measure_latent_scale(final, data.latent_scale_inputs(), train_args.per_device_eval_batch_size)
+        latents = encode_dataset(final, data.latent_scale_rows(), batch_size=train_args.per_device_eval_batch_size)
+        scale = latent_scale(latents)
         final.config.scaling_factor, final.config.shift_factor = scale["scaling_factor"], scale["shift_factor"]
         results.update({f"latent_{name}": value for name, value in scale.items()})
     if accelerator.is_main_process and data.probe_runs():

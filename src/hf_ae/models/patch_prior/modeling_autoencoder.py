@@ -175,12 +175,6 @@ class DiagonalGaussianPosterior:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def map(self, function) -> "DiagonalGaussianPosterior":
-        """The same distribution with `function` (a reshape, a permutation) applied to its mean and log-variance."""
-        if self.deterministic:
-            return DiagonalGaussianPosterior(function(self.mean), deterministic=True)
-        return DiagonalGaussianPosterior(function(self.mean), function(self.logvar))
-
     def kl(self) -> torch.Tensor:
         """KL(q || N(0, I)) per item (B,): summed over every latent value of the item (zeros when deterministic)."""
         if self.deterministic:

@@ -524,28 +524,20 @@ class PatchVaeModel(PatchVaePreTrainedModel):
         """pixel_values (B, C, H, W) in [0, 1] -> latents (B, N, latent_dim); the posterior mean unless
         `sample_posterior=True`. `spatial_latents=True`: latents, posterior and `latent_dist` as maps (B, latent_dim,
         H/p, W/p)."""
-        bottleneck_output = self._encode(pixel_values, sample_posterior, generator)
+        encoded = self._encode(pixel_values, sample_posterior, generator)
+
+        def laid_out(tensor):  # (B, N, d), or the (B, d, H/p, W/p) map asked for
+            return tensor if tensor is None or not spatial_latents else self.to_spatial_latents(tensor)
+
+        latents, mean, logvar = laid_out(encoded.latents), laid_out(encoded.latent_mean), laid_out(encoded.latent_logvar)
         latent_dist = None
-        if bottleneck_output.latent_mean is not None:
-            latent_dist = DiagonalGaussianPosterior(bottleneck_output.latent_mean, bottleneck_output.latent_logvar)
+        if mean is not None:
+            latent_dist = DiagonalGaussianPosterior(mean, logvar)
         elif self.continuous_latents:
-            latent_dist = DiagonalGaussianPosterior(bottleneck_output.latents, deterministic=True)
+            latent_dist = DiagonalGaussianPosterior(latents, deterministic=True)
         output = PatchVaeEncoderOutput(
-            latents=bottleneck_output.latents,
-            latent_mean=bottleneck_output.latent_mean,
-            latent_logvar=bottleneck_output.latent_logvar,
-            codes=bottleneck_output.codes,
-            latent_dist=latent_dist,
+            latents=latents, latent_mean=mean, latent_logvar=logvar, codes=encoded.codes, latent_dist=latent_dist
         )
-        if spatial_latents:
-            spatial = self.to_spatial_latents
-            output = PatchVaeEncoderOutput(
-                latents=spatial(output.latents),
-                latent_mean=None if output.latent_mean is None else spatial(output.latent_mean),
-                latent_logvar=None if output.latent_logvar is None else spatial(output.latent_logvar),
-                codes=output.codes,
-                latent_dist=None if latent_dist is None else latent_dist.map(spatial),
-            )
         return output if return_dict else output.to_tuple()
 
     def latent_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
