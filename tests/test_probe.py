@@ -8,7 +8,7 @@ from subprocess_env import REPO_ROOT
 
 from hf_ae import PatchVaeConfig, PatchVaeModel
 from hf_ae.data import load_dataset_for_training
-from hf_ae.evaluation.probe import format_probe_table, run_probe, svm_accuracy
+from hf_ae.evaluation.probe import SVM_GRID_SIZE, format_probe_table, run_probe, svm_accuracy
 
 
 def test_svm_accuracy_separates_informative_from_random_features():
@@ -19,6 +19,30 @@ def test_svm_accuracy_separates_informative_from_random_features():
     train, test = np.arange(120) % 2 == 0, np.arange(120) % 2 == 1
     assert svm_accuracy(informative[train], labels[train], informative[test], labels[test]) > 0.95
     assert svm_accuracy(noise[train], labels[train], noise[test], labels[test]) < 0.6
+
+
+def test_progress_counts_each_grid_search_fit_and_leaves_the_accuracy_unchanged():
+    """The probe's bar ticks once per (C, gamma, fold) fit: SVM_GRID_SIZE candidates x 5 folds here, 3 folds where
+    the smallest class has 3 examples; the accuracy is the one the search gives without a bar."""
+
+    class Ticks:
+        count = 0
+
+        def update(self, n):
+            self.count += n
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    features = labels[:, None] + 0.5 * rng.standard_normal((60, 2))
+    train, test = np.arange(60) % 2 == 0, np.arange(60) % 2 == 1
+    ticks = Ticks()
+    with_bar = svm_accuracy(features[train], labels[train], features[test], labels[test], progress=ticks)
+    assert ticks.count == SVM_GRID_SIZE * 5
+    assert with_bar == svm_accuracy(features[train], labels[train], features[test], labels[test])
+    few = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    ticks = Ticks()
+    svm_accuracy(rng.standard_normal((12, 2)), few, rng.standard_normal((3, 2)), np.array([0, 1, 2]), progress=ticks)
+    assert ticks.count == SVM_GRID_SIZE * 3
 
 
 def test_probe_of_an_untrained_model_is_below_raw_pixels_and_above_chance():

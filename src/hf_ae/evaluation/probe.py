@@ -22,10 +22,12 @@ from collections import Counter
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from tqdm.auto import tqdm
 
 from ..data import image_rows
 
@@ -81,18 +83,41 @@ def raw_features(dataset, tokenizer=None) -> np.ndarray:
 
 
 SVM_GRID = {"svc__C": [0.1, 1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.01, 0.03, 0.1, 0.3, 1.0]}
+SVM_GRID_SIZE = len(SVM_GRID["svc__C"]) * len(SVM_GRID["svc__gamma"])
 
 
-def svm_accuracy(train_features, train_labels, test_features, test_labels) -> float:
-    """Test accuracy of a standardised RBF SVC whose C and gamma were picked by 5-fold CV on the train split."""
+def grid_search_folds(train_labels) -> int:
+    """The cross-validation folds of `svm_accuracy`'s grid search: 5, fewer where the smallest class has fewer
+    examples; 0 where some class has a single example (no grid search, the default SVM)."""
     smallest_class = min(Counter(np.asarray(train_labels).tolist()).values())
-    if smallest_class < 2:  # too few examples of some class to cross-validate: the default SVM
+    return 0 if smallest_class < 2 else min(5, smallest_class)
+
+
+class ProgressScorer:
+    """Accuracy, and one tick of `progress` per call. GridSearchCV scores each fitted (candidate, fold) once with its
+    `scoring` callable, in this process with n_jobs=1, so the ticks count the fits: scikit-learn has no progress
+    callback of its own (its `verbose` prints a line per fit)."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def __call__(self, estimator, features, labels) -> float:
+        self.progress.update(1)
+        return accuracy_score(labels, estimator.predict(features))
+
+
+def svm_accuracy(train_features, train_labels, test_features, test_labels, progress=None) -> float:
+    """Test accuracy of a standardised RBF SVC whose C and gamma were picked by 5-fold CV on the train split.
+    `progress` (a tqdm bar, optional) ticks once per grid-search fit: SVM_GRID_SIZE * grid_search_folds."""
+    folds = grid_search_folds(train_labels)
+    if folds == 0:  # too few examples of some class to cross-validate: the default SVM
         probe = make_pipeline(StandardScaler(), SVC()).fit(train_features, train_labels)
         return float(probe.score(test_features, test_labels))
-    folds = StratifiedKFold(n_splits=min(5, smallest_class), shuffle=True, random_state=0)
-    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=folds, n_jobs=1)
+    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    scoring = "accuracy" if progress is None else ProgressScorer(progress)
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=splits, n_jobs=1, scoring=scoring)
     search.fit(train_features, train_labels)
-    return float(search.score(test_features, test_labels))
+    return float(accuracy_score(test_labels, search.predict(test_features)))
 
 
 def classes_too_rare_to_cross_validate(labels) -> list:
@@ -144,15 +169,20 @@ def probe_features(model, datasets, tokenizer=None) -> dict:
     }
 
 
-def run_probe(model, datasets, tokenizer=None) -> dict:
+def run_probe(model, datasets, tokenizer=None, progress: bool = True) -> dict:
     """`datasets` has `train` and `test` splits with `pixel_values` (or `text`, encoded with `tokenizer`) and
-    `label`; returns accuracies in [0, 1]."""
+    `label`; returns accuracies in [0, 1]. `progress` shows a bar over the grid search's fits (the probe's long
+    part: from seconds on digits to minutes on large latents)."""
     inputs = probe_features(model, datasets, tokenizer)
     train_labels, test_labels = inputs["train_labels"], inputs["test_labels"]
     most_frequent_count = Counter(test_labels.tolist()).most_common(1)[0][1]
+    feature_sets = inputs["feature_sets"]
+    fits = len(feature_sets) * SVM_GRID_SIZE * grid_search_folds(train_labels)
+    with tqdm(total=fits, desc="SVM probe fits", unit="fit", disable=not progress or fits == 0) as bar:
+        accuracies = {name: svm_accuracy(train, train_labels, test, test_labels, progress=bar)
+                      for name, (train, test) in feature_sets.items()}
     return {
-        **{name: svm_accuracy(train, train_labels, test, test_labels)
-           for name, (train, test) in inputs["feature_sets"].items()},
+        **accuracies,
         "chance": most_frequent_count / len(test_labels),
         "latent_shape": list(inputs["train_latents"].shape[1:]),
         "train_samples": len(train_labels),
