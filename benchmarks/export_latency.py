@@ -4,15 +4,16 @@ torch.compile, at batch 1 and 64, on this machine's CPU (issue 22's measure for 
     python -m benchmarks.export_latency [--repeats 50] [--output benchmarks/results/export_latency_cpu.json]
 
 The models are the example configs' PatchVae (configs/patch_vae_digits.yaml: 8x8 digits, 4 patches, hidden 128, 4+4
-layers) and UNetAe (configs/unet_ae_digits.yaml: 16x16, channels 32, 64), freshly initialised: latency does not
-depend on the weights. Each figure is the median of `--repeats` timed calls after 5 warm-up calls, in milliseconds
-per call (the whole batch). torch uses all cores; onnxruntime its default session options. torch.compile's first
-call (its compilation) is reported apart and not in the median. Every backend's outputs are checked against eager
-(max |difference|) before it is timed.
+layers), UNetAe (configs/unet_ae_digits.yaml: 16x16, channels 32, 64) and a small FunnelVae image model, freshly
+initialised: latency does not depend on the weights. Each figure is the median of `--repeats` timed calls after 5
+warm-up calls, in milliseconds per call (the whole batch). torch uses all cores; onnxruntime its default session
+options. torch.compile's first call (its compilation) is reported apart and not in the median. Every backend's
+outputs are checked against eager (max |difference|) before it is timed.
 """
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_ae import PatchVaeConfig, PatchVaeModel, UNetAeConfig, UNetAeModel
+from hf_ae import FunnelVaeConfig, FunnelVaeModel, PatchVaeConfig, PatchVaeModel, UNetAeConfig, UNetAeModel
 from hf_ae.export import DecodeForExport, EncodeForExport, export_model
 
 MODELS = {
@@ -31,6 +32,10 @@ MODELS = {
         intermediate_size=512, bottleneck="kl")),
     "UNetAe (16x16, channels 32, 64)": lambda: UNetAeModel(UNetAeConfig(
         image_size=16, num_channels=1, block_out_channels=[32, 64])),
+    "FunnelVae (images 8x8, patch 2, hidden 64, 2+2 funnel, 2 T5 layers)": lambda: FunnelVaeModel(FunnelVaeConfig(
+        modality="image", image_size=8, patch_size=2, hidden_size=64, intermediate_size=256, num_attention_heads=4,
+        block_sizes=[2, 2], latent_dim=4, num_latent_tokens=None, decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=4)),
 }
 BATCH_SIZES = (1, 64)
 
@@ -103,6 +108,8 @@ def main(argv=None):
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
+        # inductor's cache of this run only: a warm cache from an earlier run would make compile times look short
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(scratch) / "inductor")
         for index, (name, build) in enumerate(MODELS.items()):
             rows += measure(name, build(), args.repeats, Path(scratch) / str(index))
     table = markdown(rows)

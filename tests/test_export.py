@@ -34,6 +34,11 @@ MODELS = {
     "unet_ae_mlp_dot_attention": lambda: UNetAeModel(UNetAeConfig(
         **TINY_UNET, mlp_bottleneck=True, latent_dim=6, mlp_hidden_dim=16, attention="dot", attention_resolutions=[8],
         attention_head_dim=8, norm="group", norm_num_groups=4)),
+    # T5 attention in the encoder and decoder: its ONNX files are traced with eager attention (hf_ae.export)
+    "funnel_vae_images": lambda: FunnelVaeModel(FunnelVaeConfig(
+        modality="image", image_size=8, patch_size=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=None, decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2)),
 }
 # Batch sizes other than the export's example (2): one image, and more than diffusers' 64-image branch of Upsample2D
 BATCH_SIZES = (1, 3, 65)
@@ -126,27 +131,22 @@ def test_value_checks_stay_on_in_eager_and_skip_while_exporting():
         encode(torch.rand(2, 1, 16, 16))  # the shape is still checked
 
 
-def test_funnel_vae_images_export_as_torch_programs_and_onnx_says_what_was_written(tmp_path):
-    model = FunnelVaeModel(FunnelVaeConfig(
-        modality="image", image_size=8, patch_size=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
-        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=None, decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2)).eval()
-    written = export_model(model, tmp_path / "torch", formats=["torch"])
-    assert sorted(written) == ["decode.pt2", "encode.pt2"]
-    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    encode = torch.export.load(written["encode.pt2"]).module()
-    with torch.no_grad():
-        assert torch.allclose(encode(images), model.encode(pixel_values=images).latents, atol=1e-5)
-    # torch 2.13's ONNX decompositions cannot convert T5 attention with a symbolic batch: the error names the part
-    # and what was written before it (a later torch may convert it, and then every file is there)
-    try:
-        written = export_model(model, tmp_path / "both")
-    except RuntimeError as error:
-        assert "torch.onnx could not convert FunnelVaeModel.encode" in str(error)
-        assert "['decode.pt2', 'encode.pt2']" in str(error)
-        assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["decode.pt2", "encode.pt2"]
-    else:
-        assert sorted(written) == ["decode.onnx", "decode.pt2", "encode.onnx", "encode.pt2"]
+def test_onnx_traces_eager_attention_and_the_model_keeps_its_own():
+    """The .pt2 programs trace the model's attention (sdpa), the ONNX files eager attention; afterwards every
+    attention config names what it named before, and a failed export restores them too."""
+    from hf_ae.export import attention_configs, attention_implementation, export_programs
+
+    model = MODELS["funnel_vae_images"]().eval()
+    configs = attention_configs(model)
+    assert len(configs) >= 2 and {config._attn_implementation for config in configs} == {"sdpa"}  # model, T5 stacks
+    traced = export_programs(model, attention="eager")["encode"].graph_module.code
+    assert "scaled_dot_product_attention" not in traced
+    assert "scaled_dot_product_attention" in export_programs(model)["encode"].graph_module.code
+    assert {config._attn_implementation for config in configs} == {"sdpa"}
+    with pytest.raises(RuntimeError, match="stop"), attention_implementation(model, "eager"):
+        assert {config._attn_implementation for config in configs} == {"eager"}
+        raise RuntimeError("stop")
+    assert {config._attn_implementation for config in configs} == {"sdpa"}
 
 
 def test_models_without_an_image_encoder_are_refused_with_the_reason(tmp_path):

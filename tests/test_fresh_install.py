@@ -6,7 +6,6 @@ The new environment has no pip and no packages of its own; a .pth line makes the
 in a .pth file joins sys.path without its own .pth files being run, so the development install of hf_ae there
 (an editable finder) is not seen: hf_ae comes from the wheel, with the files the wheel carries, or not at all."""
 
-import json
 import shutil
 import subprocess
 import sys
@@ -74,9 +73,3 @@ def test_the_wheel_installs_a_working_hf_ae_command(tmp_path):
     # the card and the files the package carries as data (card template, the cited figures) made it into the wheel
     card = (work / "pv" / "README.md").read_text()
     assert "## Requirements" in card and "hf-ae train" in card
-    run("hf-ae", "evaluate", "--model", "pv", "--dataset", "digits", "--tasks", "reconstruction",
-        "--max_eval_samples", "16")
-    results = json.loads((work / "pv" / "eval_digits" / "eval_results.json").read_text())
-    assert results["tasks"]["reconstruction"]["psnr"] > 0
-    run("hf-ae", "export", "--model", "pv", "--formats", "onnx")
-    assert {path.suffix for path in (work / "pv" / "exported").iterdir()} >= {".onnx"}

@@ -12,8 +12,15 @@ maps: `encode` returns them after the latents (`skip_0`, `skip_1`, ...) and `dec
 The models' input checks on values (NaN, ranges) are skipped while torch.export traces (see
 `modeling_autoencoder.reads_values`); shapes are checked by the exported program itself. The ONNX files need the
 `export` extra (`pip install "hf_ae[export]"`: onnx, onnxscript, and onnxruntime to run them).
+
+The ONNX files are traced with transformers' eager attention (matmul, softmax, matmul), the `.pt2` programs with the
+model's own (sdpa by default). ONNX holds attention as those primitives either way, and eager gives the smaller graph
+(PatchVae's encoder: 18 Reshape and no Shape/Slice/Concat nodes against sdpa's 26 Reshape, 4 Shape, 12 Slice, 8
+Concat); and torch 2.13's ONNX decompositions cannot convert the sdpa path of FunnelVae's T5 attention with a
+symbolic batch (its output reshape becomes an invalid view of a transposed tensor).
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,8 +77,37 @@ def example_inputs(model) -> tuple[torch.Tensor, tuple]:
     return pixel_values, encoded if isinstance(encoded, tuple) else (encoded,)
 
 
-def export_programs(model) -> dict[str, torch.export.ExportedProgram]:
-    """{"encode": program, "decode": program}, each with a dynamic batch dimension."""
+def attention_configs(model) -> list:
+    """The distinct transformers configs among `model`'s modules whose `_attn_implementation` picks the attention
+    code (the model's own config; a FunnelVae's T5 stacks carry configs of their own)."""
+    configs = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "_attn_implementation", None) is not None:
+            configs[id(config)] = config
+    return list(configs.values())
+
+
+@contextmanager
+def attention_implementation(model, implementation: str):
+    """Within the block, every attention config of `model` names `implementation`; restored after, even on error."""
+    configs = attention_configs(model)
+    saved = [config._attn_implementation for config in configs]
+    try:
+        for config in configs:
+            config._attn_implementation = implementation
+        yield
+    finally:
+        for config, value in zip(configs, saved):
+            config._attn_implementation = value
+
+
+def export_programs(model, attention: str | None = None) -> dict[str, torch.export.ExportedProgram]:
+    """{"encode": program, "decode": program}, each with a dynamic batch dimension; traced with the model's attention
+    implementation, or with `attention` ("eager", "sdpa") where given."""
+    if attention is not None:
+        with attention_implementation(model, attention):
+            return export_programs(model)
     check_exportable(model)
     model = model.eval()
     pixel_values, decode_inputs = example_inputs(model)
@@ -99,11 +135,12 @@ def export_model(model, output_dir, formats=FORMATS) -> dict[str, Path]:
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
-    programs = export_programs(model)
+    check_exportable(model)  # before any folder is made
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
+    written, programs = {}, None
     if "torch" in formats:
+        programs = export_programs(model)
         for part, program in programs.items():
             path = output_dir / f"{part}.pt2"
             torch.export.save(program, path)
@@ -113,6 +150,9 @@ def export_model(model, output_dir, formats=FORMATS) -> dict[str, Path]:
             import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs it)
         except ImportError as error:
             raise ImportError('ONNX export needs onnx and onnxscript: pip install "hf_ae[export]"') from error
+        # traced again with eager attention unless that is what the model already uses (see the module's docstring)
+        if programs is None or any(config._attn_implementation != "eager" for config in attention_configs(model)):
+            programs = export_programs(model, attention="eager")
         names = input_output_names(programs)
         for part, program in programs.items():
             path = output_dir / f"{part}.onnx"
@@ -121,11 +161,9 @@ def export_model(model, output_dir, formats=FORMATS) -> dict[str, Path]:
                 # dynamo=True takes the exported program as it is, dynamic batch included
                 onnx_program = torch.onnx.export(program, dynamo=True, input_names=inputs, output_names=outputs)
             except Exception as error:
-                # e.g. FunnelVae's T5 attention: torch.onnx's decompositions turn its reshape of a transposed
-                # tensor into an invalid view when the batch is symbolic (torch 2.13)
                 raise RuntimeError(
-                    f"torch.onnx could not convert {type(model).__name__}.{part} ({type(error).__name__}); what was "
-                    f"written before it is in {output_dir}: {sorted(written)}"
+                    f"torch.onnx could not convert {type(model).__name__}.{part} ({type(error).__name__}: "
+                    f"{str(error)[:2000]}); what was written before it is in {output_dir}: {sorted(written)}"
                 ) from error
             onnx_program.save(str(path))
             written[path.name] = path

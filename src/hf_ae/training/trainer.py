@@ -200,6 +200,13 @@ def whole_model(accelerator: Accelerator, model, unwrapped, data):
     return whole.eval()
 
 
+def evaluation_batches(eval_loader, accelerator: Accelerator):
+    """The test batches under a progress bar (on the main process; leave=False: it goes once done), so that a test
+    set that takes minutes is not a silent stretch. The loader itself is what it iterates: Accelerate's end-of-data
+    bookkeeping for gather_for_metrics is unchanged."""
+    return tqdm(eval_loader, desc="evaluating", unit="batch", leave=False, disable=not accelerator.is_local_main_process)
+
+
 class Phases:
     """Prints each phase after training as it starts (the main process only), and how long the one before took."""
 
@@ -423,7 +430,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 loss = log.record_train(global_step, epoch, scheduler.get_last_lr()[0])
                 progress.set_postfix(loss=f"{loss:.4g}")
             if train_args.eval_steps and global_step % train_args.eval_steps == 0 and global_step < max_steps:
-                metrics = data.evaluate(model, eval_loader, accelerator)
+                metrics = data.evaluate(model, evaluation_batches(eval_loader, accelerator), accelerator)
                 log.record_eval(global_step, metrics)
                 progress.write(f"step {global_step}: " + ", ".join(f"eval {k} {v:.4g}" for k, v in metrics.items()))
             if train_args.checkpointing_steps and global_step % train_args.checkpointing_steps == 0:
@@ -441,7 +448,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     # what it does, so that a long probe or save is not a silent stretch.
     phase = Phases(accelerator)
     phase.start(f"evaluating on the {data.num_eval_samples} test samples")
-    metrics = data.evaluate(model, eval_loader, accelerator)
+    metrics = data.evaluate(model, evaluation_batches(eval_loader, accelerator), accelerator)
     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)  # the trackers see it too
     results = {
         **{f"eval_{k}": v for k, v in metrics.items()},
