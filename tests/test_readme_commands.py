@@ -519,5 +519,7 @@ def test_readme_python_blocks_run_as_written_on_a_tiny_trained_folder(tmp_path):
     assert "torch.Size([4, 4, 2]) torch.Size([4, 1, 8, 8]) torch.Size([16, 1, 8, 8])" in lines
     ratios = [round(i / 7, 6) for i in range(8)]
     assert f"2 {ratios} (8, 8)" in lines
+    assert f"{[str(k) for k in range(10)]} [0.0, 0.5, 1.0, 1.5]" in lines  # the editing block
+    assert (tmp_path / "outputs/demo/patch-vae-digits/latent_directions.safetensors").is_file()
     # the pipelines reuse the loaded model: transformers' "Loading weights" bar shows once, not once per pipeline
     assert result.stderr.count("Loading weights:   0%") == 1, result.stderr[-3000:]

@@ -353,7 +353,8 @@ def test_remote_code_denoising_and_generation_without_hf_ae(tmp_path):
 def test_saved_pipelines_are_listed(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
-    assert set(saved) == {"image-denoising", "image-reconstruction", "latent-interpolation", "autoencoder-generation"}
+    assert set(saved) == {"image-denoising", "image-reconstruction", "latent-interpolation", "latent-editing",
+                           "autoencoder-generation"}
     denoise = transformers_pipeline("image-denoising", model=str(tmp_path), trust_remote_code=True)
     assert denoise(pil_digit())["denoised"].size == (8, 8)
 

@@ -133,28 +133,61 @@ def evaluate_main(argv=None) -> int:
 
 # ------------------------------------------------------------------------------------------------------- probe
 def probe_main(argv=None) -> int:
-    from .evaluation.probe import format_probe_table, probe_results_filename, run_probe
+    from .evaluation.probe import (
+        PROBE_KERNELS,
+        format_probe_table,
+        probe_results_filename,
+        run_probe,
+    )
 
-    parser = command_parser("probe", "SVM latent probe: scikit-learn's SVC on a model's latents and on the raw "
+    parser = command_parser("probe", "SVM latent probe: a scikit-learn SVM on a model's latents and on the raw "
                             "inputs; prints a table and writes JSON. The data set needs labels.")
     add_model_and_data_arguments(parser, dataset_default="digits")
+    parser.add_argument("--kernel", default="rbf", choices=PROBE_KERNELS,
+                        help="rbf: SVC, C and gamma by 5-fold CV, on a stratified sample where rows² x features "
+                        "passes a limit (it says so); linear: LinearSVC, C by 5-fold CV, every row.")
+    parser.add_argument("--max_rbf_train_rows", type=int, default=None, metavar="ROWS",
+                        help="The RBF kernel's training rows at most, instead of the limit from rows² x features.")
+    parser.add_argument("--save_directions", action="store_true",
+                        help="Also write the latent directions of each label (hf_ae.editing: class means and linear "
+                        "probe normals of the train split) next to the model, or into --directions_dir.")
+    parser.add_argument("--directions_dir", default=None, metavar="DIR",
+                        help="Where --save_directions writes (default: the model folder; for a Hub id, the working "
+                        "directory).")
     parser.add_argument("--output", default=None, help="JSON file (default: <model>/probe_svm_<dataset>.json).")
     args = parser.parse_args(argv)
+    if args.max_rbf_train_rows is not None and args.max_rbf_train_rows < 2:
+        parser.error(f"--max_rbf_train_rows must be at least 2, got {args.max_rbf_train_rows}")
 
     model, tokenizer, datasets = load_model_and_data(args)
-    results = run_probe(model, datasets, tokenizer)
+    results = run_probe(model, datasets, tokenizer, kernel=args.kernel, max_rbf_rows=args.max_rbf_train_rows)
     results.update({"model": args.model, "dataset": args.dataset})
-    print(f"SVM probe of {args.model} on {args.dataset} ({results['train_samples']} train / "
-          f"{results['test_samples']} test, latents {results['latent_shape']})")
+    sampled = (f", a sample of {results['train_samples']} of {results['train_rows_available']} train rows"
+               if results["train_samples"] < results["train_rows_available"] else "")
+    print(f"SVM probe ({args.kernel} kernel) of {args.model} on {args.dataset} ({results['train_samples']} train / "
+          f"{results['test_samples']} test{sampled}, latents {results['latent_shape']})")
     print(format_probe_table(results))
+    is_local = Path(args.model).is_dir()
     if args.output:
         output = Path(args.output)
-    elif Path(args.model).is_dir():
+    elif is_local:
         output = Path(args.model) / probe_results_filename(args.dataset)
     else:  # a Hub id: write next to where we run
         output = Path(probe_results_filename(args.dataset))
     output.write_text(json.dumps(results, indent=2))
     print(f"wrote {output}")
+    if args.save_directions:
+        from tqdm.auto import tqdm
+
+        from .editing import compute_directions
+
+        folder = Path(args.directions_dir) if args.directions_dir else Path(args.model) if is_local else Path(".")
+        with tqdm(desc="direction probe fits (linear)", unit="fit") as bar:
+            directions = compute_directions(model, datasets["train"], tokenizer, dataset_name=args.dataset,
+                                            progress=bar)
+        paths = directions.save_pretrained(folder)
+        print(f"wrote the directions of {len(directions.labels)} labels ({', '.join(directions.methods)}): "
+              f"{', '.join(str(path) for path in paths)}")
     return 0
 
 

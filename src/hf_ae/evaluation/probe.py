@@ -1,10 +1,17 @@
 """The SVM latent probe: how much class information the latents keep.
 
-Encode the train and test splits, fit scikit-learn's `SVC` (RBF kernel, features standardised) on the train
-latents and score it on the test latents; the same probe on the raw inputs is the baseline, and the most
-frequent test class is chance. The SVM's C and gamma are chosen by 5-fold cross-validation on the training
-split only (`GridSearchCV`), for latents and raw inputs alike: with a fixed C=1 the accuracy of one model
-swung by 2.5 points as C varied, which says more about the SVM than about the latents. Features:
+Encode the train and test splits, fit a standardised scikit-learn SVM on the train latents and score it on the test
+latents; the same probe on the raw inputs is the baseline, and the most frequent test class is chance. Two kernels:
+
+* `rbf` (the default): `SVC` with an RBF kernel, C and gamma chosen by 5-fold cross-validation on the training split
+  only (`GridSearchCV`), for latents and raw inputs alike: with a fixed C=1 the accuracy of one model swung by 2.5
+  points as C varied, which says more about the SVM than about the latents. Its fit grows with rows² x features
+  (benchmarks/probe_scaling.py), so where the training rows' rows² x features (the widest feature set's) passes
+  RBF_MAX_WORK, it learns on a stratified sample of the rows that fits, and says so.
+* `linear`: `LinearSVC` (liblinear, primal where rows outnumber features), C chosen by the same cross-validation. Its
+  fit grows linearly in the rows, so it uses every row; its hyperplanes are the directions of `hf_ae.editing`.
+
+Features:
 
 * `concatenated`: every latent token's vector, flattened, (B, num_tokens * latent_dim);
 * `mean_pooled`: the mean over latent tokens, (B, latent_dim).
@@ -17,19 +24,28 @@ The raw-input baseline is the flattened pixels, or for text the bag of tokens (a
 For a VAE the latents are posterior means (`encode` does not sample by default).
 """
 
+import math
 import re
 from collections import Counter
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from ..data import image_rows
+
+logger = logging.get_logger(__name__)
+
+PROBE_KERNELS = ("rbf", "linear")
+# The RBF probe's work at most, rows² x features (a stratified sample of the rows past it): its grid search then takes
+# minutes on a 2-core CPU, where more rows or wider features took hours (benchmarks/probe_scaling.py).
+RBF_MAX_WORK = 4e9
 
 
 def probe_results_filename(dataset: str) -> str:
@@ -53,9 +69,10 @@ def latents_as_tokens(latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.ndarray:
+def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256, as_tokens: bool = True) -> np.ndarray:
     """All `pixel_values` (or, with a `tokenizer`, all `text`) of `dataset` -> latents
-    (num_rows, num_tokens, latent_dim) as float64 numpy (see `latents_as_tokens`)."""
+    (num_rows, num_tokens, latent_dim) as float64 numpy (see `latents_as_tokens`); with as_tokens=False in the
+    model's own layout, (num_rows, *encode's latents shape)."""
     model.eval()
     text = is_text_dataset(dataset)
     if text and tokenizer is None:
@@ -68,7 +85,8 @@ def encode_dataset(model, dataset, tokenizer=None, batch_size: int = 256) -> np.
         else:
             rows = image_rows(dataset, slice(start, start + batch_size))  # (B, C, H, W)
             inputs = {"pixel_values": rows.to(model.device, model.dtype)}
-        chunks.append(latents_as_tokens(model.encode(**inputs).latents).float().cpu())
+        latents = model.encode(**inputs).latents
+        chunks.append((latents_as_tokens(latents) if as_tokens else latents).float().cpu())
     return torch.cat(chunks).double().numpy()
 
 
@@ -83,7 +101,24 @@ def raw_features(dataset, tokenizer=None) -> np.ndarray:
 
 
 SVM_GRID = {"svc__C": [0.1, 1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.01, 0.03, 0.1, 0.3, 1.0]}
+LINEAR_GRID = {"linearsvc__C": [0.01, 0.1, 1.0, 10.0]}
 SVM_GRID_SIZE = len(SVM_GRID["svc__C"]) * len(SVM_GRID["svc__gamma"])
+GRID_SIZES = {"rbf": SVM_GRID_SIZE, "linear": len(LINEAR_GRID["linearsvc__C"])}
+
+
+def check_kernel(kernel: str) -> None:
+    if kernel not in PROBE_KERNELS:
+        raise ValueError(f"the probe's kernel must be one of {PROBE_KERNELS}, got {kernel!r}")
+
+
+def probe_estimator(kernel: str):
+    """The standardised SVM of `kernel` and its grid of hyperparameters."""
+    check_kernel(kernel)
+    if kernel == "linear":
+        # dual="auto": the primal problem where rows outnumber features (linear in the rows); max_iter above the
+        # default 1,000, which stops short of convergence at C=10 on standardised latents
+        return make_pipeline(StandardScaler(), LinearSVC(dual="auto", max_iter=5000)), LINEAR_GRID
+    return make_pipeline(StandardScaler(), SVC()), SVM_GRID
 
 
 def grid_search_folds(train_labels) -> int:
@@ -106,18 +141,55 @@ class ProgressScorer:
         return accuracy_score(labels, estimator.predict(features))
 
 
-def svm_accuracy(train_features, train_labels, test_features, test_labels, progress=None) -> float:
-    """Test accuracy of a standardised RBF SVC whose C and gamma were picked by 5-fold CV on the train split.
-    `progress` (a tqdm bar, optional) ticks once per grid-search fit: SVM_GRID_SIZE * grid_search_folds."""
+def fit_probe(train_features, train_labels, progress=None, kernel: str = "rbf"):
+    """The fitted standardised SVM of `kernel`, its hyperparameters picked by 5-fold CV on the train split (the
+    default SVM where some class has a single example). `progress` (a tqdm bar, optional) ticks once per grid-search
+    fit: GRID_SIZES[kernel] * grid_search_folds."""
+    estimator, grid = probe_estimator(kernel)
     folds = grid_search_folds(train_labels)
     if folds == 0:  # too few examples of some class to cross-validate: the default SVM
-        probe = make_pipeline(StandardScaler(), SVC()).fit(train_features, train_labels)
-        return float(probe.score(test_features, test_labels))
+        return estimator.fit(train_features, train_labels)
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     scoring = "accuracy" if progress is None else ProgressScorer(progress)
-    search = GridSearchCV(make_pipeline(StandardScaler(), SVC()), SVM_GRID, cv=splits, n_jobs=1, scoring=scoring)
-    search.fit(train_features, train_labels)
-    return float(accuracy_score(test_labels, search.predict(test_features)))
+    search = GridSearchCV(estimator, grid, cv=splits, n_jobs=1, scoring=scoring)
+    return search.fit(train_features, train_labels).best_estimator_
+
+
+def svm_accuracy(train_features, train_labels, test_features, test_labels, progress=None, kernel: str = "rbf") -> float:
+    """Test accuracy of a standardised SVM (`kernel`: "rbf" SVC, "linear" LinearSVC) whose hyperparameters were
+    picked by 5-fold CV on the train split. `progress`: see `fit_probe`."""
+    probe = fit_probe(train_features, train_labels, progress, kernel)
+    return float(accuracy_score(test_labels, probe.predict(test_features)))
+
+
+def rbf_row_limit(num_features: int, max_work: float = RBF_MAX_WORK) -> int:
+    """The most training rows the RBF probe takes for features `num_features` wide: rows² x features <= max_work."""
+    return max(100, int(math.sqrt(max_work / max(num_features, 1))))
+
+
+def probe_train_rows(labels, kernel: str, num_features: int, max_rbf_rows: int | None = None) -> np.ndarray | None:
+    """The training rows the probe learns on: None (all) for the linear kernel or within the RBF kernel's limit
+    (`rbf_row_limit(num_features)`, or `max_rbf_rows` where given); past it a stratified sample of the limit's size
+    (seeded), with a warning that says so."""
+    check_kernel(kernel)
+    limit = max_rbf_rows if max_rbf_rows is not None else rbf_row_limit(num_features)
+    if kernel == "linear" or len(labels) <= limit:
+        return None
+    logger.warning(
+        f"the RBF probe learns on a stratified sample of {limit:,} of the {len(labels):,} training rows: its fit "
+        f"grows with rows² x features ({num_features:,} features here; benchmarks/probe_scaling.py). --kernel linear "
+        f"uses every row."
+    )
+    rows, _ = train_test_split(np.arange(len(labels)), train_size=limit, stratify=labels, random_state=0)
+    return np.sort(rows)
+
+
+def feature_width(model, dataset, tokenizer=None) -> int:
+    """The widest of the probe's feature sets for `dataset`, from its first row: the concatenated latents, or the
+    raw inputs (pixels, or a text's bag of tokens: the vocabulary)."""
+    first = dataset.select([0])
+    latents = encode_dataset(model, first, tokenizer)  # (1, T, d)
+    return max(latents.shape[1] * latents.shape[2], raw_features(first, tokenizer).shape[1])
 
 
 def classes_too_rare_to_cross_validate(labels) -> list:
@@ -142,50 +214,63 @@ class MissingLabels(ValueError):
     """The data set has no class labels to probe with."""
 
 
-def probe_features(model, datasets, tokenizer=None) -> dict:
+def probe_features(model, datasets, tokenizer=None, kernel: str = "rbf", max_rbf_rows: int | None = None) -> dict:
     """The probe's inputs: labels, latents (N, T, d) and the three feature sets (train, test) it scores:
-    `latents_concatenated`, `latents_mean_pooled`, `raw_inputs`. Raises MissingLabels without labels."""
+    `latents_concatenated`, `latents_mean_pooled`, `raw_inputs`; `train_rows_available`, the training rows before
+    the RBF kernel's sample (`probe_train_rows`: only the sampled rows are encoded). Raises MissingLabels without
+    labels."""
     for split in ("train", "test"):
         if "label" not in datasets[split].column_names:
             raise MissingLabels(
                 f"the probe needs class labels: the {split} split has no 'label' column "
                 f"(columns: {datasets[split].column_names}); pass --label_column"
             )
-    train_labels = np.asarray(datasets["train"]["label"])
-    test_labels = np.asarray(datasets["test"]["label"])
-    train_latents = encode_dataset(model, datasets["train"], tokenizer)  # (N_train, T, d)
-    test_latents = encode_dataset(model, datasets["test"], tokenizer)
+    train, test = datasets["train"], datasets["test"]
+    available = len(train)
+    width = feature_width(model, train, tokenizer) if kernel == "rbf" else 0
+    rows = probe_train_rows(np.asarray(train["label"]), kernel, width, max_rbf_rows)
+    if rows is not None:
+        train = train.select(rows)
+    train_labels = np.asarray(train["label"])
+    test_labels = np.asarray(test["label"])
+    train_latents = encode_dataset(model, train, tokenizer)  # (N_train, T, d)
+    test_latents = encode_dataset(model, test, tokenizer)
     return {
         "train_labels": train_labels,
         "test_labels": test_labels,
         "train_latents": train_latents,
         "test_latents": test_latents,
+        "train_rows_available": available,
         "feature_sets": {
             "latents_concatenated": (train_latents.reshape(len(train_labels), -1),
                                      test_latents.reshape(len(test_labels), -1)),
             "latents_mean_pooled": (train_latents.mean(1), test_latents.mean(1)),
-            "raw_inputs": (raw_features(datasets["train"], tokenizer), raw_features(datasets["test"], tokenizer)),
+            "raw_inputs": (raw_features(train, tokenizer), raw_features(test, tokenizer)),
         },
     }
 
 
-def run_probe(model, datasets, tokenizer=None, progress: bool = True) -> dict:
+def run_probe(model, datasets, tokenizer=None, progress: bool = True, kernel: str = "rbf",
+              max_rbf_rows: int | None = None) -> dict:
     """`datasets` has `train` and `test` splits with `pixel_values` (or `text`, encoded with `tokenizer`) and
-    `label`; returns accuracies in [0, 1]. `progress` shows a bar over the grid search's fits (the probe's long
-    part: from seconds on digits to minutes on large latents)."""
-    inputs = probe_features(model, datasets, tokenizer)
+    `label`; returns accuracies in [0, 1]. `kernel`: "rbf" (SVC, on at most `rbf_row_limit` training rows, or
+    `max_rbf_rows`) or "linear" (LinearSVC, every row). `progress` shows a bar over the grid search's fits (the probe's long part: from seconds
+    on digits to minutes on large latents)."""
+    inputs = probe_features(model, datasets, tokenizer, kernel, max_rbf_rows)
     train_labels, test_labels = inputs["train_labels"], inputs["test_labels"]
     most_frequent_count = Counter(test_labels.tolist()).most_common(1)[0][1]
     feature_sets = inputs["feature_sets"]
-    fits = len(feature_sets) * SVM_GRID_SIZE * grid_search_folds(train_labels)
-    with tqdm(total=fits, desc="SVM probe fits", unit="fit", disable=not progress or fits == 0) as bar:
-        accuracies = {name: svm_accuracy(train, train_labels, test, test_labels, progress=bar)
+    fits = len(feature_sets) * GRID_SIZES[kernel] * grid_search_folds(train_labels)
+    with tqdm(total=fits, desc=f"SVM probe fits ({kernel})", unit="fit", disable=not progress or fits == 0) as bar:
+        accuracies = {name: svm_accuracy(train, train_labels, test, test_labels, progress=bar, kernel=kernel)
                       for name, (train, test) in feature_sets.items()}
     return {
         **accuracies,
         "chance": most_frequent_count / len(test_labels),
+        "kernel": kernel,
         "latent_shape": list(inputs["train_latents"].shape[1:]),
         "train_samples": len(train_labels),
+        "train_rows_available": inputs["train_rows_available"],
         "test_samples": len(test_labels),
         "num_classes": len(set(train_labels.tolist())),
     }

@@ -20,6 +20,7 @@ FUNNEL_VAE_CUSTOM_PIPELINES = {
         ("image-reconstruction", "ImageReconstructionPipeline"),
         ("text-reconstruction", "TextReconstructionPipeline"),
         ("latent-interpolation", "LatentInterpolationPipeline"),
+        ("latent-editing", "LatentEditingPipeline"),
         ("autoencoder-generation", "AutoencoderGenerationPipeline"),
     )
 }

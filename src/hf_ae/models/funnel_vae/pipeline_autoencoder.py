@@ -20,10 +20,15 @@ without hf_ae installed. The tasks are listed in each config's `custom_pipelines
 import ast
 import inspect
 import io
+import json
+import os
+from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from transformers import Pipeline
+from transformers.utils import cached_file
 
 from .image_processing_autoencoder import AutoencoderImageProcessor
 
@@ -59,6 +64,104 @@ def python_is_valid(text: str) -> bool:
     except (SyntaxError, ValueError):  # ValueError: source with NUL bytes
         return False
     return True
+
+
+DIRECTIONS_WEIGHTS_NAME = "latent_directions.safetensors"
+DIRECTIONS_NAMES_NAME = "latent_directions.json"
+DIRECTION_METHODS = ("class_means", "probe_normal")
+
+
+class LatentDirections:
+    """Directions in a model's latent space, one per label and method, each shaped like one input's latents (what
+    `encode(...).latents[0]` is), so that `latents + strength * direction` is an edit. Computed by
+    `hf_ae.editing.compute_directions` (`hf-ae probe --save_directions`) and saved next to the model:
+
+    * `latent_directions.safetensors`: tensors `<method>/<k>` and `centroid/<k>` for the k-th label;
+    * `latent_directions.json`: the label names in that order, the methods, the latent shape, how they were made.
+
+    Methods: `class_means`, the mean latents of the label minus those of every other label; `probe_normal`, the
+    normal of the linear probe's (LinearSVC, one against the rest) hyperplane of the label, mapped back through the
+    probe's standardisation into latent space and scaled to the norm of the label's `class_means` direction, so that
+    one `strength` means the same distance for both. `centroid/<k>` is the label's mean latents (`between`)."""
+
+    def __init__(self, directions: dict, centroids: dict, metadata: dict | None = None):
+        self.directions = {method: dict(by_label) for method, by_label in directions.items()}  # method -> label -> t
+        self.centroids = dict(centroids)  # label -> tensor
+        self.metadata = dict(metadata or {})
+        unknown = sorted(set(self.directions) - set(DIRECTION_METHODS))
+        if unknown:
+            raise ValueError(f"unknown direction methods {unknown}; expected some of {DIRECTION_METHODS}")
+        shapes = {tuple(t.shape) for by_label in (*self.directions.values(), self.centroids) for t in by_label.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"every direction must have one latent shape, got {sorted(shapes)}")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.centroids)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.directions)
+
+    @property
+    def latent_shape(self) -> tuple:
+        return tuple(next(iter(self.centroids.values())).shape)
+
+    def _label(self, label) -> str:
+        name = str(label)
+        if name not in self.centroids:
+            raise KeyError(f"no direction for label {name!r}; the labels are {self.labels}")
+        return name
+
+    def direction(self, label, method: str = "class_means") -> torch.Tensor:
+        """The direction of `label` (a name, or an int that names it), shaped like one input's latents."""
+        if method not in self.directions:
+            raise KeyError(f"no {method!r} directions; these have {self.methods}")
+        return self.directions[method][self._label(label)]
+
+    def between(self, source, target) -> torch.Tensor:
+        """The mean latents of `target` minus those of `source`: the move from one label's centre to another's."""
+        return self.centroids[self._label(target)] - self.centroids[self._label(source)]
+
+    def save_pretrained(self, folder) -> list[Path]:
+        """Write the two files into `folder` (each to a temporary name first, then renamed: a failed save leaves any
+        earlier files whole) -> their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"centroid/{k}": t.contiguous() for k, t in enumerate(self.centroids.values())}
+        for method, by_label in self.directions.items():
+            tensors.update({f"{method}/{self.labels.index(label)}": t.contiguous() for label, t in by_label.items()})
+        names = {"labels": self.labels, "methods": self.methods, "latent_shape": list(self.latent_shape),
+                 **self.metadata}
+        paths = [folder / DIRECTIONS_WEIGHTS_NAME, folder / DIRECTIONS_NAMES_NAME]
+        temporary = [path.with_name(path.name + ".tmp") for path in paths]
+        save_file(tensors, str(temporary[0]))
+        temporary[1].write_text(json.dumps(names, indent=2))
+        for source, target in zip(temporary, paths):
+            os.replace(source, target)
+        return paths
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **hub_kwargs) -> "LatentDirections":
+        """The directions saved in a model folder or Hub repo (`hub_kwargs`: revision, token, ... as transformers'
+        `cached_file` takes them)."""
+        try:
+            names_file = cached_file(str(name_or_path), DIRECTIONS_NAMES_NAME, **hub_kwargs)
+            weights_file = cached_file(str(name_or_path), DIRECTIONS_WEIGHTS_NAME, **hub_kwargs)
+        except OSError as error:
+            raise OSError(
+                f"{name_or_path} has no latent directions ({DIRECTIONS_NAMES_NAME}, {DIRECTIONS_WEIGHTS_NAME}); "
+                f"write them with `hf-ae probe --model {name_or_path} --dataset ... --save_directions`"
+            ) from error
+        names = json.loads(Path(names_file).read_text())
+        tensors = load_file(weights_file)
+        labels = names.pop("labels")
+        methods = names.pop("methods")
+        names.pop("latent_shape", None)
+        centroids = {label: tensors[f"centroid/{k}"] for k, label in enumerate(labels)}
+        directions = {method: {label: tensors[f"{method}/{k}"] for k, label in enumerate(labels)}
+                      for method in methods}
+        return cls(directions, centroids, names)
 
 
 # validator name -> text -> bool, for `latent-interpolation` on text models
@@ -302,6 +405,82 @@ class LatentInterpolationPipeline(_AutoencoderPipeline):
         return frames
 
 
+class LatentEditingPipeline(_AutoencoderPipeline):
+    """`latent-editing`: image(s) (or texts) -> their edits, the latents moved along a direction and decoded.
+
+    ```python
+    edit = pipeline("latent-editing", model=repo, trust_remote_code=True)
+    edit(image, direction="7", strength=1.5)                   # {"strength": 1.5, "image": PIL}
+    edit(image, direction="7", strength=[0, 0.5, 1, 1.5, 2])   # a strip: one dict per strength
+    edit(image, direction=tensor, strength=1.0, tokens=[0, 1])  # a direction of your own, on latent tokens 0 and 1
+    ```
+    A named direction is a label of the directions saved next to the model (`latent_directions.safetensors`, written
+    by `hf-ae probe --save_directions`), of `method` "class_means" (default) or "probe_normal"; `directions=` passes
+    a `LatentDirections` instead. A tensor direction has one input's latent shape. `tokens` moves only those latent
+    tokens (rows of (T, d) latents, positions of latent maps). Text models give `"text"` instead of `"image"`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved_directions = None
+
+    def _sanitize_parameters(self, direction=None, strength=None, tokens=None, method=None, directions=None,
+                             resize=None, max_new_tokens=None, **unknown):
+        self._reject_unknown_options(unknown)
+        preprocess, forward, postprocess = {}, {}, {}
+        if resize is not None:
+            preprocess["resize"] = resize
+        if direction is not None:
+            forward["direction"] = direction
+        if strength is not None:
+            forward["strength"] = strength
+            postprocess["strip"] = isinstance(strength, (list, tuple))
+        for name, value in (("tokens", tokens), ("method", method), ("directions", directions),
+                            ("max_new_tokens", max_new_tokens)):
+            if value is not None:
+                forward[name] = value
+        return preprocess, forward, postprocess
+
+    def preprocess(self, item, resize: bool = False):
+        # 1. one image -> (1, C, H, W), or one text -> (1, L) token ids
+        return self._to_model_inputs([item], resize)
+
+    def resolve_direction(self, direction, method: str = "class_means", directions=None) -> torch.Tensor:
+        """A label of the saved (or given) directions, or a tensor -> the direction tensor."""
+        if isinstance(direction, (str, int)) and not isinstance(direction, bool):
+            if directions is None:
+                if self._saved_directions is None:
+                    self._saved_directions = LatentDirections.from_pretrained(self.model.config._name_or_path)
+                directions = self._saved_directions
+            return directions.direction(direction, method)
+        if isinstance(direction, torch.Tensor):
+            return direction
+        raise ValueError(f"direction must be a label name (str or int) or a tensor, got {type(direction).__name__}")
+
+    def _forward(self, model_inputs, direction=None, strength=1.0, tokens=None, method="class_means",
+                 directions=None, max_new_tokens=None):
+        # 2. encode (posterior mean), move the latents by each strength along the direction, decode
+        if direction is None:
+            raise ValueError("latent-editing needs direction=: a label of the saved directions or a tensor")
+        strengths = [float(s) for s in (strength if isinstance(strength, (list, tuple)) else [strength])]
+        if not strengths:
+            raise ValueError("strength must be a number or a non-empty list of numbers")
+        vector = self.resolve_direction(direction, method, directions)
+        max_new_tokens = max_new_tokens if self.is_text_model else None
+        edited = self.model.edit(**model_inputs, direction=vector, strengths=strengths, tokens=tokens,
+                                 max_new_tokens=max_new_tokens)  # (S, 1, ...)
+        return {"strengths": strengths, "outputs": edited[:, 0]}
+
+    def postprocess(self, model_outputs, strip: bool = False):
+        # 3. images -> PIL, token ids -> text; one dict per strength, a list for a list of strengths
+        if self.is_text_model:
+            key, values = "text", self._to_texts(model_outputs["outputs"])
+        else:
+            key, values = "image", pixel_values_to_images(model_outputs["outputs"])
+        results = [{"strength": s, key: value} for s, value in zip(model_outputs["strengths"], values)]
+        return results if strip else results[0]
+
+
 class AutoencoderGenerationPipeline(_AutoencoderPipeline):
     """`autoencoder-generation`: `num_images` generated images as PIL images (texts for a text model).
 
@@ -401,5 +580,6 @@ AUTOENCODER_PIPELINE_CLASSES = {
     "image-denoising": ImageDenoisingPipeline,
     "text-reconstruction": TextReconstructionPipeline,
     "latent-interpolation": LatentInterpolationPipeline,
+    "latent-editing": LatentEditingPipeline,
     "autoencoder-generation": AutoencoderGenerationPipeline,
 }

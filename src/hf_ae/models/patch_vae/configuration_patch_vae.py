@@ -30,6 +30,12 @@ PATCH_VAE_CUSTOM_PIPELINES = {
         "tf": [],
         "type": "image",
     },
+    "latent-editing": {
+        "impl": "pipeline_autoencoder.LatentEditingPipeline",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "type": "image",
+    },
     "autoencoder-generation": {
         "impl": "pipeline_autoencoder.AutoencoderGenerationPipeline",
         "pt": ["AutoModel"],

@@ -20,6 +20,7 @@ UNET_AE_CUSTOM_PIPELINES = {
         ("image-denoising", "ImageDenoisingPipeline"),
         ("image-reconstruction", "ImageReconstructionPipeline"),
         ("latent-interpolation", "LatentInterpolationPipeline"),
+        ("latent-editing", "LatentEditingPipeline"),
         ("autoencoder-generation", "AutoencoderGenerationPipeline"),
     )
 }

@@ -305,6 +305,72 @@ class AutoencoderMixin:
         ratios = ratios.to(start).view(-1, 1)  # (S, 1)
         return mix(start.reshape(1, -1), end.reshape(1, -1), ratios).reshape(-1, *start.shape)
 
+    @staticmethod
+    def latent_token_mask(latent_shape, tokens) -> torch.Tensor:
+        """A 0/1 mask of one input's latent shape that keeps the latent tokens `tokens` (indices; None: all). Tokens
+        are what the probe counts: the rows of (T, d) latents, the positions of (C, h, w) maps (row-major, h*w of
+        them), the one vector of (d,) latents."""
+        latent_shape = tuple(latent_shape)
+        if len(latent_shape) not in (1, 2, 3):
+            raise ValueError(f"expected one input's latents of shape (d,), (T, d) or (C, h, w), got {latent_shape}")
+        if tokens is None:
+            return torch.ones(latent_shape)
+        tokens = [tokens] if isinstance(tokens, int) else list(tokens)
+        num_tokens = (1, latent_shape[0], latent_shape[-2] * latent_shape[-1])[len(latent_shape) - 1]
+        bad = [t for t in tokens if isinstance(t, bool) or not isinstance(t, int) or not -num_tokens <= t < num_tokens]
+        if bad or not tokens:
+            raise ValueError(f"tokens must be a non-empty list of latent token indices in [0, {num_tokens}) (latents "
+                             f"{latent_shape}), got {tokens}")
+        if len(latent_shape) == 1:
+            return torch.ones(latent_shape)
+        if len(latent_shape) == 2:
+            mask = torch.zeros(latent_shape)
+            mask[tokens] = 1.0
+            return mask
+        mask = torch.zeros(latent_shape[0], num_tokens)  # (C, h*w)
+        mask[:, tokens] = 1.0
+        return mask.view(latent_shape)
+
+    def edit_latents(self, latents: torch.Tensor, direction: torch.Tensor, strengths, tokens=None) -> torch.Tensor:
+        """latents (B, *shape), a direction (*shape), strengths (S,) -> (S, B, *shape): each input's latents moved by
+        strength * direction, on the latent tokens `tokens` only where given (see `latent_token_mask`)."""
+        direction = torch.as_tensor(direction, dtype=latents.dtype, device=latents.device)
+        if tuple(direction.shape) != tuple(latents.shape[1:]):
+            raise ValueError(f"the direction has shape {tuple(direction.shape)}; one input's latents have "
+                             f"{tuple(latents.shape[1:])}")
+        if not torch.isfinite(direction).all():
+            raise ValueError("the direction has NaN or infinite values")
+        mask = self.latent_token_mask(latents.shape[1:], tokens).to(latents)
+        strengths = torch.as_tensor(strengths, dtype=latents.dtype, device=latents.device).reshape(-1)  # (S,)
+        moves = strengths.view(-1, *([1] * latents.ndim)) * (mask * direction)  # (S, 1, *shape)
+        return latents.unsqueeze(0) + moves
+
+    @torch.no_grad()
+    def edit(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        direction: torch.Tensor | None = None,
+        strengths=(1.0,),
+        tokens=None,
+        max_new_tokens: int | None = None,
+        **text_inputs,
+    ) -> torch.Tensor:
+        """Inputs (images (B, C, H, W), or `input_ids`/`attention_mask` of a text model) -> their edits (S, B, ...):
+        the posterior-mean latents moved along `direction` (one input's latent shape) by each of `strengths`, on
+        the latent tokens `tokens` where given, and decoded. The latent-editing pipeline runs this."""
+        if not self.can_interpolate:
+            raise ValueError(
+                f"{type(self).__name__} cannot edit latents: its decoder reads more than the latents (or it has none)"
+            )
+        if direction is None:
+            raise ValueError("edit needs a direction: a tensor of one input's latent shape (see hf_ae.editing)")
+        inputs = dict(text_inputs) if pixel_values is None else {"pixel_values": pixel_values, **text_inputs}
+        latents = self.encode(**inputs).latents  # (B, *shape) posterior means
+        edited = self.edit_latents(latents, direction, strengths, tokens)  # (S, B, *shape)
+        decode_options = {"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}
+        decoded = self.decode(edited.flatten(0, 1), **decode_options).reconstruction  # (S * B, ...)
+        return decoded.reshape(edited.shape[0], latents.shape[0], *decoded.shape[1:])
+
     def latent_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> posterior-mean latents as maps (B, channels, h, w), the layout of convolutional
         denoisers (latent diffusion); a ValueError for latents that are vectors."""

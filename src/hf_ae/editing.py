@@ -1,0 +1,83 @@
+"""Directions in latent space from labelled data, for editing (the FunnelVae source document's open question: can
+semantic directions be found to edit inputs at a high level?).
+
+    from hf_ae.editing import compute_directions, LatentDirections
+    directions = compute_directions(model, load_dataset_for_training("digits")["train"])
+    directions.save_pretrained("outputs/patch-vae-digits")        # or: hf-ae probe ... --save_directions
+    directions = LatentDirections.from_pretrained("outputs/patch-vae-digits")   # a folder or a Hub repo
+    edited = model.decode(latents + 1.5 * directions.direction("7")).reconstruction
+
+Two directions per label (see `LatentDirections`): `class_means`, the difference of class means (the label's mean
+latents minus the mean of the others'), and `probe_normal`, the normal of a linear probe's hyperplane (LinearSVC, C
+chosen by cross-validation as in `hf_ae.evaluation.probe`), mapped from the probe's standardised features back to
+latent space. Both are computed on the latents in the model's own layout, one input's latents flattened, and stored
+in that layout.
+"""
+
+import numpy as np
+import torch
+
+from .evaluation.probe import encode_dataset, fit_probe
+from .models.pipeline_autoencoder import DIRECTION_METHODS, LatentDirections
+
+
+def label_names(dataset) -> list[str] | None:
+    """The class names of a `ClassLabel` label column, else None (the labels name themselves)."""
+    feature = dataset.features.get("label")
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+def probe_normals(latents: np.ndarray, labels: np.ndarray, classes: list, progress=None) -> np.ndarray:
+    """(num_classes, D): for each class, the gradient in latent space of the linear probe's decision function for it
+    (its coefficients over the standardisation's scale), as unit vectors. A two-class probe has one hyperplane: the
+    second class's normal is the first's negated."""
+    probe = fit_probe(latents, labels, progress=progress, kernel="linear")
+    scaler, svm = probe.named_steps["standardscaler"], probe.named_steps["linearsvc"]
+    coefficients = svm.coef_ / scaler.scale_  # d decision / d latents, (K or 1, D)
+    if len(classes) == 2:  # liblinear's one hyperplane scores svm.classes_[1]
+        coefficients = np.stack([-coefficients[0], coefficients[0]])
+    order = [list(svm.classes_).index(c) for c in classes]
+    normals = coefficients[order]
+    return normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def compute_directions(model, dataset, tokenizer=None, methods=DIRECTION_METHODS, dataset_name: str | None = None,
+                       progress=None) -> LatentDirections:
+    """Directions per label of `dataset` (rows with `pixel_values`, or `text` with a `tokenizer`, and `label`) in
+    `model`'s latent space; `progress`: a tqdm bar ticked per probe fit (see `hf_ae.evaluation.probe.fit_probe`)."""
+    unknown = sorted(set(methods) - set(DIRECTION_METHODS))
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {DIRECTION_METHODS}, got {list(methods)}")
+    if "label" not in dataset.column_names:
+        raise ValueError(f"directions need class labels: the data set has no 'label' column ({dataset.column_names})")
+    if not model.can_encode:
+        raise ValueError(f"{type(model).__name__} does not encode (can_encode=False): it has no latents to edit")
+    latents = encode_dataset(model, dataset, tokenizer, as_tokens=False)  # (N, *latent_shape)
+    latent_shape = latents.shape[1:]
+    flat = latents.reshape(len(latents), -1)  # (N, D)
+    labels = np.asarray(dataset["label"])
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise ValueError(f"directions need at least two labels, got {classes}")
+    names = label_names(dataset)
+    label_of = {c: names[c] if names is not None else str(c) for c in classes}
+    centroids = {c: flat[labels == c].mean(0) for c in classes}
+    class_means = {c: centroids[c] - flat[labels != c].mean(0) for c in classes}
+
+    def as_latents(vector: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32)).reshape(latent_shape)
+
+    directions = {}
+    if "class_means" in methods:
+        directions["class_means"] = {label_of[c]: as_latents(class_means[c]) for c in classes}
+    if "probe_normal" in methods:
+        normals = probe_normals(flat, labels, classes, progress)
+        directions["probe_normal"] = {label_of[c]: as_latents(normal * np.linalg.norm(class_means[c]))
+                                      for c, normal in zip(classes, normals)}
+    metadata = {"dataset": dataset_name, "train_samples": int(len(labels)),
+                "model_type": model.config.model_type,
+                "class_means_norms": {label_of[c]: float(np.linalg.norm(class_means[c])) for c in classes}}
+    return LatentDirections(directions, {label_of[c]: as_latents(centroids[c]) for c in classes}, metadata)
+
+
+__all__ = ["LatentDirections", "compute_directions", "label_names", "probe_normals"]

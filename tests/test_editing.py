@@ -1,0 +1,220 @@
+"""hf_ae.editing: latent directions per label (class means, linear probe normals), saved next to the model and loaded
+back; the probe's linear kernel and the RBF kernel's sample of the training rows (issue 23, part 1)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_ae import PatchVaeConfig, PatchVaeModel
+from hf_ae.cli import main
+from hf_ae.data import load_dataset_for_training
+from hf_ae.editing import LatentDirections, compute_directions, probe_normals
+from hf_ae.evaluation import probe as probe_module
+from hf_ae.evaluation.probe import GRID_SIZES, encode_dataset, run_probe
+
+TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, latent_dim=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset_for_training("digits", max_train_samples=200, max_eval_samples=60)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return PatchVaeModel(PatchVaeConfig(**TINY)).eval()
+
+
+def test_probe_normals_are_the_hyperplane_normals_in_latent_space_not_in_the_standardised_features():
+    """Two classes apart along (1, 1), then axis 1 stretched 10 times: the boundary x0 + x1 / 10 = 0 has the normal
+    (1, 0.1) in latent space, while the standardised features weigh both axes alike, (1, 1). The normal is mapped
+    back through the standardisation; the other class's normal is its negation. Three classes at 2·e_k: class k
+    against the rest has the normal (2·e_k - e_others) / sqrt(6), about 0.82 along its axis and -0.41 on the others."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    latents = rng.normal(0, 1.0, (400, 2)) + np.where(labels[:, None] == 1, 1.5, -1.5)
+    latents[:, 1] *= 10
+    normals = probe_normals(latents, labels, [0, 1])
+    expected = np.array([1.0, 0.1]) / np.linalg.norm([1.0, 0.1])
+    assert normals[1] @ expected > 0.99, normals
+    assert np.allclose(normals[0], -normals[1])
+    labels = np.repeat([0, 1, 2], 60)
+    latents = rng.normal(0, 0.3, (180, 3)) + 2.0 * np.eye(3)[labels]
+    normals = probe_normals(latents, labels, [0, 1, 2])
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1)
+    assert np.allclose(normals, (3 * np.eye(3) - 1) / np.sqrt(6), atol=0.05), normals
+
+
+def test_directions_are_class_mean_differences_in_the_latent_layout_and_normals_have_their_norm(model, digits):
+    train = digits["train"]
+    directions = compute_directions(model, train, dataset_name="digits")
+    latents = encode_dataset(model, train, as_tokens=False)  # (N, 4, 2)
+    labels = np.asarray(train["label"])
+    assert directions.labels == [str(k) for k in range(10)] and directions.latent_shape == (4, 2)
+    expected = latents[labels == 7].mean(0) - latents[labels != 7].mean(0)
+    assert torch.allclose(directions.direction(7), torch.from_numpy(expected).float(), atol=1e-5)
+    for label in directions.labels:
+        assert torch.isclose(directions.direction(label, "probe_normal").norm(),
+                             directions.direction(label).norm(), rtol=1e-4)
+    # the move between two labels' centres takes the one centre onto the other
+    assert torch.allclose(directions.centroids["3"] + directions.between(3, 8), directions.centroids["8"])
+    with pytest.raises(KeyError, match="the labels are"):
+        directions.direction("eleven")
+    with pytest.raises(KeyError, match="no 'pca' directions"):
+        directions.direction(7, "pca")
+    with pytest.raises(ValueError, match="non-empty subset"):
+        compute_directions(model, train, methods=["pca"])
+    with pytest.raises(ValueError, match="no 'label' column"):
+        compute_directions(model, train.remove_columns("label"))
+
+
+def test_directions_round_trip_through_a_folder_and_a_missing_file_says_how_to_write_them(model, digits, tmp_path):
+    directions = compute_directions(model, digits["train"], methods=["class_means"], dataset_name="digits")
+    paths = directions.save_pretrained(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(path.name for path in paths)
+    loaded = LatentDirections.from_pretrained(tmp_path)
+    assert loaded.labels == directions.labels and loaded.methods == ["class_means"]
+    assert loaded.metadata["dataset"] == "digits" and loaded.metadata["train_samples"] == 200
+    for label in directions.labels:
+        assert torch.equal(loaded.direction(label), directions.direction(label))
+        assert torch.equal(loaded.centroids[label], directions.centroids[label])
+    with pytest.raises(OSError, match="--save_directions"):
+        LatentDirections.from_pretrained(tmp_path / "elsewhere")
+
+
+def test_rbf_probe_learns_on_a_stratified_sample_past_its_limit_and_linear_on_every_row(model, digits, monkeypatch):
+    messages = []
+    monkeypatch.setattr(probe_module.logger, "warning", messages.append)
+    assert run_probe(model, digits, progress=False)["train_samples"] == 200  # 200² x 64 pixels: within the limit
+    assert messages == []
+    rbf = run_probe(model, digits, max_rbf_rows=50, progress=False)
+    assert len(messages) == 1 and "sample of 50 of the 200 training rows" in messages[0] and "--kernel linear" in messages[0]
+    assert rbf["train_samples"] == 50 and rbf["train_rows_available"] == 200 and rbf["kernel"] == "rbf"
+    assert rbf["num_classes"] == 10  # stratified: every class is in the sample
+    linear = run_probe(model, digits, kernel="linear", max_rbf_rows=50, progress=False)
+    assert len(messages) == 1  # the linear kernel takes every row and says nothing
+    assert linear["train_samples"] == 200 and linear["kernel"] == "linear"
+    assert linear["raw_inputs"] > 0.8  # digits' pixels separate linearly
+    assert GRID_SIZES["linear"] < GRID_SIZES["rbf"]
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        run_probe(model, digits, kernel="poly")
+
+
+def test_probe_command_writes_the_linear_probe_and_the_directions(model, tmp_path, capsys):
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    assert main(["probe", "--model", str(folder), "--dataset", "digits", "--max_train_samples", "200",
+                 "--max_eval_samples", "60", "--kernel", "linear", "--save_directions"]) == 0
+    out = capsys.readouterr().out
+    assert "SVM probe (linear kernel)" in out and "wrote the directions of 10 labels" in out
+    results = json.loads((folder / "probe_svm_digits.json").read_text())
+    assert results["kernel"] == "linear" and results["train_samples"] == 200
+    loaded = LatentDirections.from_pretrained(folder)
+    assert loaded.methods == ["class_means", "probe_normal"] and loaded.latent_shape == (4, 2)
+    with pytest.raises(SystemExit):
+        main(["probe", "--model", str(folder), "--kernel", "poly"])
+
+
+# ------------------------------------------------------------------------------------------ latent editing
+def test_edit_latents_moves_only_the_chosen_tokens_by_each_strength():
+    latents = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0))  # (B, T, d)
+    direction = torch.ones(4, 2)
+    edited = PatchVaeModel.edit_latents(PatchVaeModel, latents, direction, [0.0, 2.0], tokens=[1, 3])
+    assert edited.shape == (2, 3, 4, 2)
+    assert torch.equal(edited[0], latents)
+    moved = edited[1] - latents
+    assert torch.equal(moved[:, [1, 3]], torch.full((3, 2, 2), 2.0)) and not moved[:, [0, 2]].any()
+    # latent maps (C, h, w): a token is a position, every channel of it moves
+    mask = PatchVaeModel.latent_token_mask((3, 2, 2), [2])
+    assert torch.equal(mask[:, 1, 0], torch.ones(3)) and mask.sum() == 3
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        PatchVaeModel.latent_token_mask((4, 2), [4])
+    with pytest.raises(ValueError, match="one input's latents have"):
+        PatchVaeModel.edit_latents(PatchVaeModel, latents, torch.ones(2, 4), [1.0])
+
+
+def test_editing_pipeline_on_an_image_model_without_hf_ae(model, digits, tmp_path):
+    """Saved with its directions, the folder edits in a process where `import hf_ae` fails: strength 0 is the
+    reconstruction, a strip has one image per strength, a direction of your own works, and the errors say why."""
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    compute_directions(model, digits["train"], methods=["class_means"]).save_pretrained(folder)
+    code = f"""
+import sys, json
+sys.modules["hf_ae"] = None
+import numpy as np, torch
+from transformers import pipeline
+folder = {str(folder)!r}
+image = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0))
+edit = pipeline("latent-editing", model=folder, trust_remote_code=True)
+reconstruct = pipeline("image-reconstruction", model=folder, trust_remote_code=True)
+strip = edit(image, direction="3", strength=[0.0, 1.0, 2.0])
+one = edit(image, direction=3, strength=2.0)
+own = edit(image, direction=torch.zeros(4, 2), strength=5.0, tokens=[0])
+errors = []
+for kwargs in ({{"direction": "eleven"}}, {{"direction": "3", "method": "probe_normal"}}, {{}},
+               {{"direction": torch.zeros(2, 4)}}):
+    try:
+        edit(image, **kwargs)
+    except Exception as error:
+        errors.append(str(error).splitlines()[0][:120])
+print(json.dumps({{
+    "strengths": [frame["strength"] for frame in strip],
+    "zero_is_reconstruction": np.array_equal(np.array(strip[0]["image"]), np.array(reconstruct(image))),
+    "moved": not np.array_equal(np.array(strip[2]["image"]), np.array(strip[0]["image"])),
+    "scalar_is_strip_end": np.array_equal(np.array(one["image"]), np.array(strip[2]["image"])),
+    "own_zero_is_reconstruction": np.array_equal(np.array(own["image"]), np.array(reconstruct(image))),
+    "errors": errors,
+}}))
+"""
+    from subprocess_env import isolated_env, run_python
+
+    result = run_python(["-c", code], isolated_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["strengths"] == [0.0, 1.0, 2.0]
+    assert report["zero_is_reconstruction"] and report["moved"] and report["scalar_is_strip_end"]
+    assert report["own_zero_is_reconstruction"]
+    assert [any(part in error for part in parts) for error, parts in zip(report["errors"], (
+        ["the labels are"], ["no 'probe_normal' directions"], ["needs direction="], ["one input's latents have"]))] \
+        == [True] * 4, report["errors"]
+
+
+def test_editing_a_text_model_gives_texts_and_a_skip_connection_unet_is_refused():
+    from transformers import ByT5Tokenizer
+
+    from hf_ae import FunnelVaeConfig, FunnelVaeModel, UNetAeConfig, UNetAeModel
+    from hf_ae.models.pipeline_autoencoder import LatentEditingPipeline
+
+    torch.manual_seed(0)
+    text = FunnelVaeModel(FunnelVaeConfig(
+        hidden_size=16, intermediate_size=32, num_attention_heads=2, decoder_num_attention_heads=2,
+        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=4, decoder_num_hidden_layers=1,
+        max_sequence_length=32)).eval()
+    tokenizer = ByT5Tokenizer(extra_ids=0)
+    edit = LatentEditingPipeline(model=text, tokenizer=tokenizer)
+    strip = edit("x = 1", direction=torch.randn(4, 4, generator=torch.Generator().manual_seed(1)),
+                 strength=[0.0, 3.0], max_new_tokens=8)
+    assert [sorted(frame) for frame in strip] == [["strength", "text"]] * 2
+    batch = tokenizer(["x = 1"], return_tensors="pt")
+    expected = tokenizer.batch_decode(text.reconstruct(**batch, max_new_tokens=8).tolist(), skip_special_tokens=True)
+    assert strip[0]["text"] == expected[0]
+    unet = UNetAeModel(UNetAeConfig(image_size=8, block_out_channels=[8, 16], skip_connections=True)).eval()
+    with pytest.raises(ValueError, match="cannot edit latents"):
+        unet.edit(pixel_values=torch.rand(1, 1, 8, 8), direction=torch.zeros(16, 4, 4))
+
+
+def test_rbf_row_limit_follows_rows_squared_times_features():
+    from hf_ae.evaluation.probe import RBF_MAX_WORK, probe_train_rows, rbf_row_limit
+
+    assert rbf_row_limit(8) ** 2 * 8 <= RBF_MAX_WORK < (rbf_row_limit(8) + 1) ** 2 * 8
+    assert rbf_row_limit(4096) < rbf_row_limit(64) < rbf_row_limit(8)
+    labels = np.repeat(np.arange(4), 500)  # 2,000 rows
+    wide = int(RBF_MAX_WORK / 1000**2)  # features at which 1,000 rows reach the limit
+    rows = probe_train_rows(labels, "rbf", num_features=wide)
+    assert len(rows) == rbf_row_limit(wide) and np.bincount(labels[rows]).min() >= len(rows) // 4 - 1
+    assert probe_train_rows(labels, "rbf", num_features=8) is None
+    assert probe_train_rows(labels, "linear", num_features=wide) is None
