@@ -122,7 +122,7 @@ def test_probe_command_writes_the_linear_probe_and_the_directions(model, tmp_pat
 def test_edit_latents_moves_only_the_chosen_tokens_by_each_strength():
     latents = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0))  # (B, T, d)
     direction = torch.ones(4, 2)
-    edited = PatchVaeModel.edit_latents(PatchVaeModel, latents, direction, [0.0, 2.0], tokens=[1, 3])
+    edited = PatchVaeModel.edit_latents(latents, direction, [0.0, 2.0], tokens=[1, 3])
     assert edited.shape == (2, 3, 4, 2)
     assert torch.equal(edited[0], latents)
     moved = edited[1] - latents
@@ -133,7 +133,7 @@ def test_edit_latents_moves_only_the_chosen_tokens_by_each_strength():
     with pytest.raises(ValueError, match=r"in \[0, 4\)"):
         PatchVaeModel.latent_token_mask((4, 2), [4])
     with pytest.raises(ValueError, match="one input's latents have"):
-        PatchVaeModel.edit_latents(PatchVaeModel, latents, torch.ones(2, 4), [1.0])
+        PatchVaeModel.edit_latents(latents, torch.ones(2, 4), [1.0])
 
 
 def test_editing_pipeline_on_an_image_model_without_hf_ae(model, digits, tmp_path):
@@ -218,3 +218,102 @@ def test_rbf_row_limit_follows_rows_squared_times_features():
     assert len(rows) == rbf_row_limit(wide) and np.bincount(labels[rows]).min() >= len(rows) // 4 - 1
     assert probe_train_rows(labels, "rbf", num_features=8) is None
     assert probe_train_rows(labels, "linear", num_features=wide) is None
+
+
+# ------------------------------------------------------------------------------------------------ breeding
+def test_cross_latents_takes_each_token_from_its_parent_in_every_latent_layout():
+    parents = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # (P, T, d)
+    children = PatchVaeModel.cross_latents(parents, [[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 1, 0]])
+    assert torch.equal(children[0], parents[0]) and torch.equal(children[1], parents[1])
+    assert torch.equal(children[2], torch.stack([parents[0, 0], parents[1, 1], parents[1, 2], parents[0, 3]]))
+    maps = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(0))  # (P, C, h, w): a token per position
+    child = PatchVaeModel.cross_latents(maps, [0, 0, 1, 0])[0]
+    expected = maps[0].clone()
+    expected[:, 1, 0] = maps[1][:, 1, 0]  # position 2 of 2x2, row-major
+    assert torch.equal(child, expected)
+    with pytest.raises(ValueError, match=r"shape \(children, 4\)"):
+        PatchVaeModel.cross_latents(parents, [[0, 1]])
+    with pytest.raises(ValueError, match="name parents 0..1"):
+        PatchVaeModel.cross_latents(parents, [[0, 2, 0, 0]])
+
+
+def test_breed_latents_draws_genes_from_the_seed_and_mutates_by_sigma():
+    parents = torch.randn(3, 16, 4, generator=torch.Generator().manual_seed(0))
+    breed = PatchVaeModel.breed_latents
+    first, genes = breed(parents, 50, generator=torch.Generator().manual_seed(1))
+    again, same_genes = breed(parents, 50, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and torch.equal(genes, same_genes)
+    assert genes.shape == (50, 16) and set(genes.unique().tolist()) == {0, 1, 2}  # every parent gives tokens
+    rows = torch.arange(16)
+    assert all(torch.equal(first[c], parents[genes[c], rows]) for c in range(50))  # no mutation: exact tokens
+    mutated, mutated_genes = breed(parents, 50, mutation=0.3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(mutated_genes, genes)
+    assert abs((mutated - first).std().item() - 0.3) < 0.02  # 3,200 draws of N(0, 0.3²)
+    with pytest.raises(ValueError, match="mutation is the noise's standard deviation"):
+        breed(parents, 2, mutation=-1.0)
+
+
+def test_breeding_pipeline_without_hf_ae_breeds_generations_and_swaps_tokens(model, tmp_path):
+    """In a process where `import hf_ae` fails: children of two images; a child given back as a parent is used by
+    its latents (not re-encoded); explicit genes swap one latent token."""
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    code = f"""
+import sys, json
+sys.modules["hf_ae"] = None
+import torch
+from transformers import pipeline
+breed = pipeline("latent-breeding", model={str(folder)!r}, trust_remote_code=True)
+generator = torch.Generator().manual_seed(0)
+a, b = torch.rand(1, 8, 8, generator=generator), torch.rand(1, 8, 8, generator=generator)
+children = breed([a, b], num_children=6, mutation=0.1, seed=0)
+again = breed([a, b], num_children=6, mutation=0.1, seed=0)
+grandchildren = breed([children[1], children[4]], genes=[[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]])
+swapped = breed([a, b], genes=[[0, 0, 1, 0]])
+plain = breed([a, b], genes=[[0, 0, 0, 0], [1, 1, 1, 1]])
+errors = []
+for parents, kwargs in (([a], {{}}), ([a, b], {{"genes": [[0, 3, 0, 0]]}}), ([a, b], {{"mutation": -1}})):
+    try:
+        breed(parents, **kwargs)
+    except Exception as error:
+        errors.append(str(error).splitlines()[0][:100])
+print(json.dumps({{
+    "keys": sorted(children[0]),
+    "size": list(children[0]["image"].size),
+    "genes": [len(child["genes"]) for child in children],
+    "seeded": all(torch.equal(x["latents"], y["latents"]) for x, y in zip(children, again)),
+    "generation_uses_latents": torch.equal(grandchildren[0]["latents"], children[1]["latents"])
+        and torch.equal(grandchildren[1]["latents"], children[4]["latents"]),
+    "crossed": torch.equal(grandchildren[2]["latents"][1], children[4]["latents"][1])
+        and torch.equal(grandchildren[2]["latents"][0], children[1]["latents"][0]),
+    "swap": torch.equal(swapped[0]["latents"][[0, 1, 3]], plain[0]["latents"][[0, 1, 3]])
+        and torch.equal(swapped[0]["latents"][2], plain[1]["latents"][2]),
+    "errors": errors,
+}}))
+"""
+    from subprocess_env import isolated_env, run_python
+
+    result = run_python(["-c", code], isolated_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["keys"] == ["genes", "image", "latents"] and report["size"] == [8, 8]
+    assert report["genes"] == [4] * 6 and report["seeded"]
+    assert report["generation_uses_latents"] and report["crossed"] and report["swap"]
+    assert [any(part in error for part in parts) for error, parts in zip(report["errors"], (
+        ["two or more parents"], ["name parents 0..1"], ["mutation is the noise"]))] == [True] * 3, report["errors"]
+
+
+def test_breeding_a_text_model_gives_texts():
+    from transformers import ByT5Tokenizer
+
+    from hf_ae import FunnelVaeConfig, FunnelVaeModel
+    from hf_ae.models.pipeline_autoencoder import LatentBreedingPipeline
+
+    torch.manual_seed(0)
+    text = FunnelVaeModel(FunnelVaeConfig(
+        hidden_size=16, intermediate_size=32, num_attention_heads=2, decoder_num_attention_heads=2,
+        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=4, decoder_num_hidden_layers=1,
+        max_sequence_length=32)).eval()
+    breed = LatentBreedingPipeline(model=text, tokenizer=ByT5Tokenizer(extra_ids=0))
+    children = breed(["x = 1", "return y"], num_children=3, seed=0, max_new_tokens=8)
+    assert len(children) == 3 and all(isinstance(child["text"], str) and len(child["genes"]) == 4 for child in children)

@@ -61,6 +61,7 @@ def test_config_stays_json_after_pipeline_loading(model_dir, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
     assert {task: info["pt"] for task, info in saved.items()} == {
         "image-reconstruction": ["AutoModel"], "latent-interpolation": ["AutoModel"], "latent-editing": ["AutoModel"],
+        "latent-breeding": ["AutoModel"],
         "autoencoder-generation": ["AutoModel"],
     }
     assert PatchVaeConfig().custom_pipelines["image-reconstruction"]["pt"] == ["AutoModel"]

@@ -354,7 +354,7 @@ def test_saved_pipelines_are_listed(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
     assert set(saved) == {"image-denoising", "image-reconstruction", "latent-interpolation", "latent-editing",
-                           "autoencoder-generation"}
+                           "latent-breeding", "autoencoder-generation"}
     denoise = transformers_pipeline("image-denoising", model=str(tmp_path), trust_remote_code=True)
     assert denoise(pil_digit())["denoised"].size == (8, 8)
 

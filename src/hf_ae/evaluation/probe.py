@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..data import image_rows
+from ..models.modeling_autoencoder import AutoencoderMixin
 
 logger = logging.get_logger(__name__)
 
@@ -58,14 +59,9 @@ def is_text_dataset(dataset) -> bool:
 
 
 def latents_as_tokens(latents: torch.Tensor) -> torch.Tensor:
-    """(B, T, d) token latents as they are; a feature map (B, C, h, w) -> (B, h*w, C); a vector (B, d) -> (B, 1, d)."""
-    if latents.ndim == 2:
-        return latents[:, None]
-    if latents.ndim == 4:
-        return latents.flatten(2).transpose(1, 2)
-    if latents.ndim != 3:
-        raise ValueError(f"expected latents of shape (B, T, d), (B, C, h, w) or (B, d), got {tuple(latents.shape)}")
-    return latents
+    """(B, T, d) token latents as they are; a feature map (B, C, h, w) -> (B, h*w, C); a vector (B, d) -> (B, 1, d):
+    the latent tokens of the models' contract, which editing and breeding move and swap."""
+    return AutoencoderMixin.latents_as_token_rows(latents)
 
 
 @torch.no_grad()

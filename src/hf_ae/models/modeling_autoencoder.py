@@ -330,7 +330,67 @@ class AutoencoderMixin:
         mask[:, tokens] = 1.0
         return mask.view(latent_shape)
 
-    def edit_latents(self, latents: torch.Tensor, direction: torch.Tensor, strengths, tokens=None) -> torch.Tensor:
+    @staticmethod
+    def latents_as_token_rows(latents: torch.Tensor) -> torch.Tensor:
+        """(N, *shape) latents -> (N, num_tokens, values per token), the tokens of `latent_token_mask`: (N, T, d) as
+        they are, maps (N, C, h, w) -> (N, h*w, C), vectors (N, d) -> (N, 1, d)."""
+        if latents.ndim == 2:
+            return latents[:, None]
+        if latents.ndim == 4:
+            return latents.flatten(2).transpose(1, 2)
+        if latents.ndim != 3:
+            raise ValueError(f"expected latents (N, d), (N, T, d) or (N, C, h, w), got {tuple(latents.shape)}")
+        return latents
+
+    @staticmethod
+    def token_rows_as_latents(rows: torch.Tensor, latent_shape) -> torch.Tensor:
+        """The inverse of `latents_as_token_rows` for one input's latent shape."""
+        latent_shape = tuple(latent_shape)
+        if len(latent_shape) == 3:
+            return rows.transpose(1, 2).reshape(rows.shape[0], *latent_shape)
+        return rows.reshape(rows.shape[0], *latent_shape)
+
+    @classmethod
+    def cross_latents(cls, parents: torch.Tensor, genes) -> torch.Tensor:
+        """Parents' latents (P, *shape) and genes (C, num_tokens), the parent (0..P-1) each child takes each latent
+        token from -> the children's latents (C, *shape). A child whose genes are all k is parent k."""
+        rows = cls.latents_as_token_rows(parents)  # (P, T, values)
+        genes = torch.as_tensor(genes, device=parents.device)
+        num_parents, num_tokens = rows.shape[0], rows.shape[1]
+        if genes.ndim == 1:
+            genes = genes[None]
+        if genes.ndim != 2 or genes.shape[1] != num_tokens or genes.dtype.is_floating_point:
+            raise ValueError(f"genes must be integers of shape (children, {num_tokens}): one parent per latent token, "
+                             f"got {tuple(genes.shape)} of {genes.dtype}")
+        if genes.numel() and (genes.min() < 0 or genes.max() >= num_parents):
+            raise ValueError(f"genes name parents 0..{num_parents - 1}, got values {genes.min()}..{genes.max()}")
+        children = rows[genes.long(), torch.arange(num_tokens, device=parents.device)]  # (C, T, values)
+        return cls.token_rows_as_latents(children, parents.shape[1:])
+
+    @classmethod
+    def breed_latents(cls, parents: torch.Tensor, num_children: int = 1, genes=None, mutation: float = 0.0,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Children of the parents' latents (P, *shape): each latent token from one parent (`genes` (C, num_tokens),
+        or drawn uniformly per token for `num_children`), plus N(0, mutation²) noise on every latent value ->
+        (children's latents (C, *shape), genes (C, num_tokens))."""
+        if parents.shape[0] < 1:
+            raise ValueError("breeding needs at least one parent")
+        if isinstance(mutation, bool) or not isinstance(mutation, (int, float)) or not mutation >= 0:
+            raise ValueError(f"mutation is the noise's standard deviation, a number >= 0, got {mutation!r}")
+        num_tokens = cls.latents_as_token_rows(parents).shape[1]
+        if genes is None:
+            if isinstance(num_children, bool) or not isinstance(num_children, int) or num_children < 1:
+                raise ValueError(f"num_children must be a positive integer, got {num_children!r}")
+            draws = rand_with_generator((num_children, num_tokens), generator, parents.device, torch.float32)
+            genes = (draws * parents.shape[0]).long().clamp(max=parents.shape[0] - 1)
+        children = cls.cross_latents(parents, genes)
+        genes = torch.as_tensor(genes, device=parents.device).long().reshape(children.shape[0], num_tokens)
+        if mutation > 0:
+            children = children + mutation * randn_like_with_generator(children, generator)
+        return children, genes
+
+    @classmethod
+    def edit_latents(cls, latents: torch.Tensor, direction: torch.Tensor, strengths, tokens=None) -> torch.Tensor:
         """latents (B, *shape), a direction (*shape), strengths (S,) -> (S, B, *shape): each input's latents moved by
         strength * direction, on the latent tokens `tokens` only where given (see `latent_token_mask`)."""
         direction = torch.as_tensor(direction, dtype=latents.dtype, device=latents.device)
@@ -339,7 +399,7 @@ class AutoencoderMixin:
                              f"{tuple(latents.shape[1:])}")
         if not torch.isfinite(direction).all():
             raise ValueError("the direction has NaN or infinite values")
-        mask = self.latent_token_mask(latents.shape[1:], tokens).to(latents)
+        mask = cls.latent_token_mask(latents.shape[1:], tokens).to(latents)
         strengths = torch.as_tensor(strengths, dtype=latents.dtype, device=latents.device).reshape(-1)  # (S,)
         moves = strengths.view(-1, *([1] * latents.ndim)) * (mask * direction)  # (S, 1, *shape)
         return latents.unsqueeze(0) + moves

@@ -21,6 +21,7 @@ FUNNEL_VAE_CUSTOM_PIPELINES = {
         ("text-reconstruction", "TextReconstructionPipeline"),
         ("latent-interpolation", "LatentInterpolationPipeline"),
         ("latent-editing", "LatentEditingPipeline"),
+        ("latent-breeding", "LatentBreedingPipeline"),
         ("autoencoder-generation", "AutoencoderGenerationPipeline"),
     )
 }

@@ -481,6 +481,84 @@ class LatentEditingPipeline(_AutoencoderPipeline):
         return results if strip else results[0]
 
 
+class LatentBreedingPipeline(_AutoencoderPipeline):
+    """`latent-breeding`: two or more parents (images or texts) -> children whose latent tokens each come from one
+    parent, with an optional mutation (ArtBreeder for an autoencoder's latent tokens).
+
+    ```python
+    breed = pipeline("latent-breeding", model=repo, trust_remote_code=True)
+    children = breed([image_a, image_b], num_children=8, mutation=0.1, seed=0)
+    children[0]["image"], children[0]["genes"]       # PIL; the parent of each latent token, e.g. [0, 1, 1, 0]
+    grandchildren = breed([children[2], children[5]], num_children=8, seed=1)   # the next generation
+    swapped = breed([image_a, image_b], genes=[[0, 0, 1, 0]])   # a with b's latent token 2: a token swap
+    ```
+    A parent is an image (or text) or a child this pipeline returned: its `"latents"` are used as they are, so a
+    generation is not re-encoded. `genes` (children x latent tokens, parent indices) fixes the crossing; otherwise
+    each child draws each token's parent uniformly. `mutation` adds N(0, mutation²) to every latent value.
+    Returns one dict per child: `"image"` (or `"text"`), `"genes"`, `"latents"` (one input's latent shape).
+    """
+
+    def __call__(self, parents, **kwargs):
+        if not isinstance(parents, (list, tuple)) or len(parents) < 2:
+            got = f"{len(parents)} item(s)" if isinstance(parents, (list, tuple)) else type(parents).__name__
+            raise ValueError(f"latent-breeding takes a list of two or more parents, got {got}")
+        # A tuple is one input to Pipeline.__call__ (a list would be a batch of separate inputs).
+        return super().__call__(tuple(parents), **kwargs)
+
+    def _sanitize_parameters(self, num_children=None, genes=None, mutation=None, seed=None, generator=None,
+                             resize=None, max_new_tokens=None, **unknown):
+        self._reject_unknown_options(unknown)
+        preprocess, forward = {}, {}
+        if resize is not None:
+            preprocess["resize"] = resize
+        for name, value in (("num_children", num_children), ("genes", genes), ("mutation", mutation),
+                            ("max_new_tokens", max_new_tokens)):
+            if value is not None:
+                forward[name] = value
+        if seed is not None or generator is not None:
+            forward["generator"] = make_generator(generator, seed)
+        return preprocess, forward, {}
+
+    def preprocess(self, parents, resize: bool = False):
+        # 1. each parent -> its latents (a child of an earlier call) or model inputs to encode
+        prepared = []
+        for parent in parents:
+            if isinstance(parent, dict) and "latents" in parent:
+                prepared.append({"latents": torch.as_tensor(parent["latents"])[None]})
+            else:
+                prepared.append(self._to_model_inputs([parent], resize))
+        return {"parents": prepared}
+
+    def _forward(self, model_inputs, num_children: int = 4, genes=None, mutation: float = 0.0, generator=None,
+                 max_new_tokens=None):
+        # 2. encode the parents that are inputs (posterior means), cross their latent tokens, mutate, decode
+        if not self.model.can_interpolate:
+            raise ValueError(f"{type(self.model).__name__} cannot breed latents: its decoder reads more than the "
+                             "latents (or it has none)")
+        latents = []
+        for parent in model_inputs["parents"]:
+            if "latents" in parent:
+                latents.append(parent["latents"].to(self.model.device, self.model.dtype))
+            else:
+                latents.append(self.model.encode(**parent).latents)
+        shapes = {tuple(latent.shape[1:]) for latent in latents}
+        if len(shapes) > 1:
+            raise ValueError(f"the parents' latents differ in shape: {sorted(shapes)}")
+        children, genes = self.model.breed_latents(torch.cat(latents), num_children, genes, float(mutation), generator)
+        decode_options = {"max_new_tokens": max_new_tokens} if self.is_text_model and max_new_tokens else {}
+        outputs = self.model.decode(children, **decode_options).reconstruction
+        return {"outputs": outputs, "genes": genes, "latents": children}
+
+    def postprocess(self, model_outputs):
+        # 3. one dict per child: the decoded image (or text), its genes and its latents (to breed again)
+        if self.is_text_model:
+            key, values = "text", self._to_texts(model_outputs["outputs"])
+        else:
+            key, values = "image", pixel_values_to_images(model_outputs["outputs"])
+        return [{key: value, "genes": genes, "latents": latents.detach().cpu()}
+                for value, genes, latents in zip(values, model_outputs["genes"].tolist(), model_outputs["latents"])]
+
+
 class AutoencoderGenerationPipeline(_AutoencoderPipeline):
     """`autoencoder-generation`: `num_images` generated images as PIL images (texts for a text model).
 
@@ -581,5 +659,6 @@ AUTOENCODER_PIPELINE_CLASSES = {
     "text-reconstruction": TextReconstructionPipeline,
     "latent-interpolation": LatentInterpolationPipeline,
     "latent-editing": LatentEditingPipeline,
+    "latent-breeding": LatentBreedingPipeline,
     "autoencoder-generation": AutoencoderGenerationPipeline,
 }

@@ -36,6 +36,12 @@ PATCH_VAE_CUSTOM_PIPELINES = {
         "tf": [],
         "type": "image",
     },
+    "latent-breeding": {
+        "impl": "pipeline_autoencoder.LatentBreedingPipeline",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "type": "image",
+    },
     "autoencoder-generation": {
         "impl": "pipeline_autoencoder.AutoencoderGenerationPipeline",
         "pt": ["AutoModel"],

@@ -21,6 +21,7 @@ UNET_AE_CUSTOM_PIPELINES = {
         ("image-reconstruction", "ImageReconstructionPipeline"),
         ("latent-interpolation", "LatentInterpolationPipeline"),
         ("latent-editing", "LatentEditingPipeline"),
+        ("latent-breeding", "LatentBreedingPipeline"),
         ("autoencoder-generation", "AutoencoderGenerationPipeline"),
     )
 }
