@@ -17,6 +17,16 @@ from hf_ae.evaluation.probe import GRID_SIZES, encode_dataset, run_probe
 TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, latent_dim=2)
 
 
+def tiny_text_model():
+    from hf_ae import FunnelVaeConfig, FunnelVaeModel
+
+    torch.manual_seed(0)
+    return FunnelVaeModel(FunnelVaeConfig(
+        hidden_size=16, intermediate_size=32, num_attention_heads=2, decoder_num_attention_heads=2,
+        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=4, decoder_num_hidden_layers=1,
+        max_sequence_length=32)).eval()
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset_for_training("digits", max_train_samples=200, max_eval_samples=60)
@@ -186,14 +196,10 @@ print(json.dumps({{
 def test_editing_a_text_model_gives_texts_and_a_skip_connection_unet_is_refused():
     from transformers import ByT5Tokenizer
 
-    from hf_ae import FunnelVaeConfig, FunnelVaeModel, UNetAeConfig, UNetAeModel
+    from hf_ae import UNetAeConfig, UNetAeModel
     from hf_ae.models.pipeline_autoencoder import LatentEditingPipeline
 
-    torch.manual_seed(0)
-    text = FunnelVaeModel(FunnelVaeConfig(
-        hidden_size=16, intermediate_size=32, num_attention_heads=2, decoder_num_attention_heads=2,
-        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=4, decoder_num_hidden_layers=1,
-        max_sequence_length=32)).eval()
+    text = tiny_text_model()
     tokenizer = ByT5Tokenizer(extra_ids=0)
     edit = LatentEditingPipeline(model=text, tokenizer=tokenizer)
     strip = edit("x = 1", direction=torch.randn(4, 4, generator=torch.Generator().manual_seed(1)),
@@ -306,14 +312,9 @@ print(json.dumps({{
 def test_breeding_a_text_model_gives_texts():
     from transformers import ByT5Tokenizer
 
-    from hf_ae import FunnelVaeConfig, FunnelVaeModel
     from hf_ae.models.pipeline_autoencoder import LatentBreedingPipeline
 
-    torch.manual_seed(0)
-    text = FunnelVaeModel(FunnelVaeConfig(
-        hidden_size=16, intermediate_size=32, num_attention_heads=2, decoder_num_attention_heads=2,
-        block_sizes=[1, 1], latent_dim=4, num_latent_tokens=4, decoder_num_hidden_layers=1,
-        max_sequence_length=32)).eval()
+    text = tiny_text_model()
     breed = LatentBreedingPipeline(model=text, tokenizer=ByT5Tokenizer(extra_ids=0))
     children = breed(["x = 1", "return y"], num_children=3, seed=0, max_new_tokens=8)
     assert len(children) == 3 and all(isinstance(child["text"], str) and len(child["genes"]) == 4 for child in children)

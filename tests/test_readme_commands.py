@@ -520,6 +520,7 @@ def test_readme_python_blocks_run_as_written_on_a_tiny_trained_folder(tmp_path):
     ratios = [round(i / 7, 6) for i in range(8)]
     assert f"2 {ratios} (8, 8)" in lines
     assert f"{[str(k) for k in range(10)]} [0.0, 0.5, 1.0, 1.5]" in lines  # the editing block
+    assert "4 4 [0, 0, 1, 0]" in lines  # breeding: 4 grandchildren, 4 latent tokens, the swap's genes
     assert (tmp_path / "outputs/demo/patch-vae-digits/latent_directions.safetensors").is_file()
     # the pipelines reuse the loaded model: transformers' "Loading weights" bar shows once, not once per pipeline
     assert result.stderr.count("Loading weights:   0%") == 1, result.stderr[-3000:]
