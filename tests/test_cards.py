@@ -49,3 +49,20 @@ def test_card_has_the_hub_metadata_and_the_requirements_of_its_code(name):
     assert "custom_code" in header["tags"]
     assert f"## Requirements\n\n`pip install {requirements}`" in card
     assert "{{" not in card and "{%" not in card  # every placeholder filled
+
+
+@pytest.mark.parametrize("name", ["patch_vae", "funnel_vae", "unet_ae", "unet_ae_skip_connections"])
+def test_card_shows_editing_and_breeding_where_the_decoder_reads_only_the_latents(name):
+    build = (lambda: UNetAeModel(UNetAeConfig(image_size=16, num_channels=1, block_out_channels=[8, 16],
+                                              skip_connections=True))) if name.endswith("skip_connections") \
+        else CARDS[name][0]
+    dataset, metrics = ("digits", {"mse": 0.01}) if name.endswith("skip_connections") else CARDS[name][1:3]
+    context = {"dataset": dataset, "model_name": f"tiny-{name}", "train_args": {}, "epochs": 1.0,
+               "train_runtime_seconds": 1.0, "images": {}, "text_samples": None}
+    card = str(render_card(build(), metrics, context))
+    section = card.split("## Edit and breed")[1].split("\n## ")[0]
+    if name.endswith("skip_connections"):
+        assert "refuse" in section and "pipeline(" not in section
+    else:
+        assert 'pipeline("latent-editing"' in section and 'pipeline("latent-breeding"' in section
+        assert "--save_directions" in section
