@@ -5,11 +5,12 @@ kernel (issue 23's measure behind `hf_ae.evaluation.probe.RBF_MAX_WORK`).
 
 Two models of the example configs, trained briefly on digits: the demo's PatchVae (configs/patch_vae_digits.yaml:
 4 latent tokens of 2, 8 features) and the UNetAe (configs/unet_ae_digits.yaml: a 64x8x8 latent map, 4,096
-features). Their latents of 2k / 20k / 200k training rows (the UNetAe: 2k / 20k; 200k of its latents are 6.5 GB)
-are the 1,437 training digits repeated, each copy with its own pixel noise N(0, 0.05²) (clipped to [0, 1]) so that
-no two rows are the same, encoded. Timed on the concatenated latents:
+features). Their latents of 2k / 20k / 200k training rows (the UNetAe: 2k / 6k, where one linear fit already takes
+a minute and 200k rows would be 6.5 GB) are the 1,437 training digits repeated, each copy with its own pixel noise
+N(0, 0.05²) (clipped to [0, 1]) so that no two rows are the same, encoded. Timed on the concatenated latents:
 
-* linear: the whole probe fit, LinearSVC with C chosen by 5-fold CV (4 values: 20 fits and the refit), every row;
+* linear: the whole probe fit, the hinge-loss SGD linear SVM with alpha chosen by 5-fold CV (4 values: 20 fits and
+  the refit), every row;
 * rbf, all rows: the whole grid search (24 candidates x 5 folds and the refit) where rows² x features is at most
   5 x RBF_MAX_WORK; beyond, not run, and its time estimated from the largest measured one by rows² x features and,
   where two sizes were measured, by their measured growth rows^k (printed as estimates, never as measured);
@@ -34,7 +35,7 @@ from hf_ae.training import parse_args, train
 
 KINDS = {
     "PatchVae (demo config, 8 features)": ("configs/patch_vae_digits.yaml", None, (2000, 20000, 200000)),
-    "UNetAe (16x16 config, 4,096 features)": ("configs/unet_ae_digits.yaml", 16, (2000, 20000)),
+    "UNetAe (16x16 config, 4,096 features)": ("configs/unet_ae_digits.yaml", 16, (2000, 6000)),
 }
 
 

@@ -145,7 +145,7 @@ def probe_main(argv=None) -> int:
     add_model_and_data_arguments(parser, dataset_default="digits")
     parser.add_argument("--kernel", default="rbf", choices=PROBE_KERNELS,
                         help="rbf: SVC, C and gamma by 5-fold CV, on a stratified sample where rows² x features "
-                        "passes a limit (it says so); linear: LinearSVC, C by 5-fold CV, every row.")
+                        "passes a limit (it says so); linear: a hinge-loss SGD linear SVM, alpha by 5-fold CV, every row.")
     parser.add_argument("--max_rbf_train_rows", type=int, default=None, metavar="ROWS",
                         help="The RBF kernel's training rows at most, instead of the limit from rows² x features.")
     parser.add_argument("--save_directions", action="store_true",

@@ -8,9 +8,9 @@ semantic directions be found to edit inputs at a high level?).
     edited = model.decode(latents + 1.5 * directions.direction("7")).reconstruction
 
 Two directions per label (see `LatentDirections`): `class_means`, the difference of class means (the label's mean
-latents minus the mean of the others'), and `probe_normal`, the normal of a linear probe's hyperplane (LinearSVC, C
-chosen by cross-validation as in `hf_ae.evaluation.probe`), mapped from the probe's standardised features back to
-latent space. Both are computed on the latents in the model's own layout, one input's latents flattened, and stored
+latents minus the mean of the others'), and `probe_normal`, the normal of a linear probe's hyperplane (the probe's
+linear kernel: a hinge-loss SGD linear SVM, alpha chosen by cross-validation, `hf_ae.evaluation.probe`), mapped from
+the probe's standardised features back to latent space. Both are computed on the latents in the model's own layout, one input's latents flattened, and stored
 in that layout.
 """
 
@@ -32,9 +32,9 @@ def probe_normals(latents: np.ndarray, labels: np.ndarray, classes: list, progre
     (its coefficients over the standardisation's scale), as unit vectors. A two-class probe has one hyperplane: the
     second class's normal is the first's negated."""
     probe = fit_probe(latents, labels, progress=progress, kernel="linear")
-    scaler, svm = probe.named_steps["standardscaler"], probe.named_steps["linearsvc"]
+    scaler, svm = probe.named_steps["standardscaler"], probe.named_steps["sgdclassifier"]
     coefficients = svm.coef_ / scaler.scale_  # d decision / d latents, (K or 1, D)
-    if len(classes) == 2:  # liblinear's one hyperplane scores svm.classes_[1]
+    if len(classes) == 2:  # a two-class SGDClassifier has one hyperplane, scoring svm.classes_[1]
         coefficients = np.stack([-coefficients[0], coefficients[0]])
     order = [list(svm.classes_).index(c) for c in classes]
     normals = coefficients[order]

@@ -80,7 +80,7 @@ class LatentDirections:
     * `latent_directions.json`: the label names in that order, the methods, the latent shape, how they were made.
 
     Methods: `class_means`, the mean latents of the label minus those of every other label; `probe_normal`, the
-    normal of the linear probe's (LinearSVC, one against the rest) hyperplane of the label, mapped back through the
+    normal of the linear probe's (hinge-loss SGD, one against the rest) hyperplane of the label, mapped back through the
     probe's standardisation into latent space and scaled to the norm of the label's `class_means` direction, so that
     one `strength` means the same distance for both. `centroid/<k>` is the label's mean latents (`between`)."""
 
