@@ -231,8 +231,10 @@ def main(argv=None):
         size = int(test[:1]["pixel_values"].shape[-1])
         edits = edit_table(model, directions, test_latents, test_labels, args.per_class, generator)
         breeding, swaps, parents, _ = breeding_and_swaps(model, test_latents, test_labels, size, generator)
-        save_strips(model, directions, test_latents, test_labels, RESULTS / f"latent_editing_{name}_strips.png")
-        save_breeding_tree(model, parents[0], RESULTS / f"latent_editing_{name}_breeding.png", generator)
+        suffix = "_quick" if args.quick else ""  # a smoke run never overwrites the figures of a full one
+        save_strips(model, directions, test_latents, test_labels,
+                    RESULTS / f"latent_editing_{name}_strips{suffix}.png")
+        save_breeding_tree(model, parents[0], RESULTS / f"latent_editing_{name}_breeding{suffix}.png", generator)
         report["models"][name] = {"edits": edits, "breeding": breeding, "token_swaps": swaps,
                                   "latent_shape": list(test_latents.shape[1:])}
         print(f"\n{name} ({time.perf_counter() - started:.0f} s)")

@@ -127,6 +127,9 @@ def markdown(rows) -> str:
     def seconds(value):
         return "—" if value is None else f"{value:.1f}"
 
+    def accuracy(value):
+        return "—" if value is None else f"{value:.4f}"
+
     lines = ["| latents | rows | linear (s) | accuracy | RBF, all rows (s) | accuracy | RBF as run: rows | (s) | accuracy |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -136,10 +139,10 @@ def markdown(rows) -> str:
         sampled = row.get("rbf_sample_rows")
         lines.append(
             f"| {row['model']} | {row['rows']:,} | {seconds(row['linear_s'])} | {row['linear_accuracy']:.4f} | "
-            f"{all_rows} | {row.get('rbf_all_rows_accuracy', float('nan')):.4f} | "
+            f"{all_rows} | {accuracy(row.get('rbf_all_rows_accuracy'))} | "
             f"{'all' if sampled is None else f'{sampled:,}'} | "
             f"{seconds(row.get('rbf_sample_s', row.get('rbf_all_rows_s')))} | "
-            f"{row.get('rbf_sample_accuracy', row.get('rbf_all_rows_accuracy', float('nan'))):.4f} |")
+            f"{accuracy(row.get('rbf_sample_accuracy', row.get('rbf_all_rows_accuracy')))} |")
     return "\n".join(lines)
 
 
