@@ -11,8 +11,8 @@ latents; the same probe on the raw inputs is the baseline, and the most frequent
 * `linear`: a linear SVM trained by averaged stochastic gradient descent (`SGDClassifier(loss="hinge",
   average=True)`), its regularisation `alpha` chosen by the same cross-validation. Its fit grows linearly in rows x
   features, so it uses every row; its hyperplanes are the directions of `hf_ae.editing`. Not `LinearSVC`: on 1,437
-  UNetAe latents of 4,096 features one liblinear fit took 27-161 s (and did not converge), SGD 3-7 s at about the
-  same test accuracy.
+  latents of 4,096 features (an untrained UNetAe's) one liblinear fit took 27-161 s (and did not converge), SGD 3-7 s
+  at about the same test accuracy.
 
 Features:
 
