@@ -10,8 +10,8 @@ semantic directions be found to edit inputs at a high level?).
 Two directions per label (see `LatentDirections`): `class_means`, the difference of class means (the label's mean
 latents minus the mean of the others'), and `probe_normal`, the normal of a linear probe's hyperplane (the probe's
 linear kernel: a hinge-loss SGD linear SVM, alpha chosen by cross-validation, `hf_ae.evaluation.probe`), mapped from
-the probe's standardised features back to latent space. Both are computed on the latents in the model's own layout, one input's latents flattened, and stored
-in that layout.
+the probe's standardised features back to latent space. Both are computed on the latents in the model's own layout
+(one input's latents flattened) and stored in that layout.
 """
 
 import numpy as np

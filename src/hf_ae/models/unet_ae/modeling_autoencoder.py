@@ -305,6 +305,14 @@ class AutoencoderMixin:
         ratios = ratios.to(start).view(-1, 1)  # (S, 1)
         return mix(start.reshape(1, -1), end.reshape(1, -1), ratios).reshape(-1, *start.shape)
 
+    def require_latent_decoding(self, action: str) -> None:
+        """A ValueError naming `action` where the decoder reads more than the latents (or there is none): moving,
+        mixing or crossing latents (interpolation, editing, breeding) then means nothing."""
+        if not self.can_interpolate:
+            raise ValueError(
+                f"{type(self).__name__} cannot {action}: its decoder reads more than the latents (or it has none)"
+            )
+
     @staticmethod
     def latent_token_mask(latent_shape, tokens) -> torch.Tensor:
         """A 0/1 mask of one input's latent shape that keeps the latent tokens `tokens` (indices; None: all). Tokens
@@ -418,10 +426,7 @@ class AutoencoderMixin:
         """Inputs (images (B, C, H, W), or `input_ids`/`attention_mask` of a text model) -> their edits (S, B, ...):
         the posterior-mean latents moved along `direction` (one input's latent shape) by each of `strengths`, on
         the latent tokens `tokens` where given, and decoded. The latent-editing pipeline runs this."""
-        if not self.can_interpolate:
-            raise ValueError(
-                f"{type(self).__name__} cannot edit latents: its decoder reads more than the latents (or it has none)"
-            )
+        self.require_latent_decoding("edit latents")
         if direction is None:
             raise ValueError("edit needs a direction: a tensor of one input's latent shape (see hf_ae.editing)")
         inputs = dict(text_inputs) if pixel_values is None else {"pixel_values": pixel_values, **text_inputs}
@@ -473,10 +478,7 @@ class AutoencoderMixin:
         -> (ratios (S,) from 0 to 1, the decoded path: images (S, C, H, W) or token ids (S, T)). Both ends are
         encoded to their posterior means; `max_new_tokens` bounds the decoding of text. The latent-interpolation
         pipeline runs this."""
-        if not self.can_interpolate:
-            raise ValueError(
-                f"{type(self).__name__} cannot interpolate: its decoder reads more than the latents (or it has none)"
-            )
+        self.require_latent_decoding("interpolate")
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
             raise ValueError(f"num_steps must be >= 2 (an integer; both ends are included), got {num_steps!r}")
         inputs = dict(text_inputs) if pixel_values is None else {"pixel_values": pixel_values, **text_inputs}

@@ -220,6 +220,12 @@ class _AutoencoderPipeline(Pipeline):
     def _to_texts(self, token_ids: torch.Tensor) -> list[str]:
         return self._require_tokenizer().batch_decode(token_ids.tolist(), skip_special_tokens=True)
 
+    def _decoded(self, outputs: torch.Tensor) -> tuple[str, list]:
+        """What `decode` gave -> ("text", strings) for a text model, ("image", PIL images) for an image model."""
+        if self.is_text_model:
+            return "text", self._to_texts(outputs)
+        return "image", pixel_values_to_images(outputs)
+
     def _reject_unknown_options(self, unknown: dict):
         """`pipeline(...)` and every call hand the keywords they do not use themselves to `_sanitize_parameters`:
         name the ones this task does not take rather than drop them."""
@@ -473,10 +479,7 @@ class LatentEditingPipeline(_AutoencoderPipeline):
 
     def postprocess(self, model_outputs, strip: bool = False):
         # 3. images -> PIL, token ids -> text; one dict per strength, a list for a list of strengths
-        if self.is_text_model:
-            key, values = "text", self._to_texts(model_outputs["outputs"])
-        else:
-            key, values = "image", pixel_values_to_images(model_outputs["outputs"])
+        key, values = self._decoded(model_outputs["outputs"])
         results = [{"strength": s, key: value} for s, value in zip(model_outputs["strengths"], values)]
         return results if strip else results[0]
 
@@ -532,9 +535,7 @@ class LatentBreedingPipeline(_AutoencoderPipeline):
     def _forward(self, model_inputs, num_children: int = 4, genes=None, mutation: float = 0.0, generator=None,
                  max_new_tokens=None):
         # 2. encode the parents that are inputs (posterior means), cross their latent tokens, mutate, decode
-        if not self.model.can_interpolate:
-            raise ValueError(f"{type(self.model).__name__} cannot breed latents: its decoder reads more than the "
-                             "latents (or it has none)")
+        self.model.require_latent_decoding("breed latents")
         latents = []
         for parent in model_inputs["parents"]:
             if "latents" in parent:
@@ -551,10 +552,7 @@ class LatentBreedingPipeline(_AutoencoderPipeline):
 
     def postprocess(self, model_outputs):
         # 3. one dict per child: the decoded image (or text), its genes and its latents (to breed again)
-        if self.is_text_model:
-            key, values = "text", self._to_texts(model_outputs["outputs"])
-        else:
-            key, values = "image", pixel_values_to_images(model_outputs["outputs"])
+        key, values = self._decoded(model_outputs["outputs"])
         return [{key: value, "genes": genes, "latents": latents.detach().cpu()}
                 for value, genes, latents in zip(values, model_outputs["genes"].tolist(), model_outputs["latents"])]
 
