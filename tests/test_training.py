@@ -156,6 +156,18 @@ def test_bad_training_arguments_raise_clear_errors(tmp_path, extra, message):
         run_train(tiny_args(tmp_path / "run", "--max_steps", "1") + extra)
 
 
+def test_config_overrides_take_a_fields_earlier_name(tmp_path):
+    """FunnelVae's decoder depth was `decoder_num_layers`: the old name in --config_overrides sets the field (the
+    benchmarks' recorded commands use it), and the later of two items wins under either name."""
+    from hf_ae.training.trainer import build_model
+
+    model_args, _, _ = parse_args(["--model", "funnel_vae", "--config_overrides",
+                                   "hidden_size=16,intermediate_size=16,num_attention_heads=2,block_sizes=[1],"
+                                   "decoder_num_hidden_layers=2,decoder_num_layers=1", "--output_dir", str(tmp_path)])
+    model = build_model(model_args, {})
+    assert model.config.decoder_num_hidden_layers == 1 and len(model.decoder.layers) == 1
+
+
 # scripts/train.py that also writes what train() returned in each process to results_rank<RANK>.json beside the
 # output folder. Saved as train.py, so that the model card quotes the command as it does for the real script.
 RANK_RESULTS_DRIVER = """

@@ -45,7 +45,11 @@ def build_model(model_args: ModelArguments, data_shape: dict):
     if model_args.model not in MODEL_CLASSES:
         raise ValueError(f"unknown --model {model_args.model!r}; choose one of {sorted(MODEL_CLASSES)}")
     config_class, model_class = MODEL_CLASSES[model_args.model]
-    overrides = parse_config_overrides(model_args.config_overrides)
+    # A field's earlier name (the config's attribute_map, e.g. FunnelVae's decoder_num_layers) means the field
+    # itself; mapped in order, so a later item still wins over an earlier one under either name.
+    renamed = getattr(config_class, "attribute_map", {})
+    overrides = {renamed.get(name, name): value
+                 for name, value in parse_config_overrides(model_args.config_overrides).items()}
     for name, value in data_shape.items():
         if name in overrides and overrides[name] != value:
             raise ValueError(
