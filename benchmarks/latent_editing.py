@@ -1,5 +1,5 @@
 """Latent editing, breeding and token swaps on digits, judged by the fixed digit classifier (issue 23's measure,
-the image part).
+the image part; the text part, FunnelVae on python-lines and digits-text, is benchmarks/latent_editing_text.py).
 
     python -m benchmarks.latent_editing [--per_class 20] [--quick]
 
@@ -128,14 +128,20 @@ def token_areas(model, image_size: int) -> torch.Tensor:
     return areas
 
 
-@torch.no_grad()
-def breeding_and_swaps(model, test_latents, test_labels, image_size, generator, num_pairs=200):
-    rng = np.random.default_rng(0)
+def pairs_of_different_labels(labels, num_pairs: int, seed: int = 0) -> list[tuple[int, int]]:
+    """`num_pairs` index pairs (i, j) drawn with a fixed seed whose labels differ (repeats allowed)."""
+    rng = np.random.default_rng(seed)
     pairs = []
     while len(pairs) < num_pairs:
-        i, j = rng.integers(len(test_labels), size=2)
-        if test_labels[i] != test_labels[j]:
+        i, j = rng.integers(len(labels), size=2)
+        if labels[i] != labels[j]:
             pairs.append((int(i), int(j)))
+    return pairs
+
+
+@torch.no_grad()
+def breeding_and_swaps(model, test_latents, test_labels, image_size, generator, num_pairs=200):
+    pairs = pairs_of_different_labels(test_labels, num_pairs)
     parents = torch.stack([torch.stack([test_latents[i], test_latents[j]]) for i, j in pairs])  # (N, 2, *shape)
     recon = decode(model, parents.flatten(0, 1)).view(num_pairs, 2, 1, image_size, image_size)
 

@@ -476,3 +476,49 @@ def test_trained_patch_vae_round_trips_through_the_hub(tmp_path, hub_endpoint):
     # the card travelled with the model and carries the measured metrics
     card = Path(report["files"]["README.md"]).read_text()
     assert "model-index" in card and "PatchVae" in card
+
+
+def test_latent_directions_pushed_with_a_model_edit_from_the_hub_without_hf_ae(hub_endpoint, tmp_path):
+    """Directions saved next to a model go up with it; the latent-editing pipeline of the pushed repo (remote code,
+    no hf_ae) finds them by label, and `LatentDirections.from_pretrained(repo)` reads the same tensors."""
+    from hf_ae import PatchVaeConfig, PatchVaeModel
+    from hf_ae.data import load_dataset_for_training
+    from hf_ae.editing import LatentDirections, compute_directions
+
+    torch.manual_seed(0)
+    model = PatchVaeModel(PatchVaeConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, latent_dim=2)).eval()
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    digits = load_dataset_for_training("digits", max_train_samples=200, max_eval_samples=10)
+    compute_directions(model, digits["train"], methods=["class_means"]).save_pretrained(folder)
+    push_in_subprocess(hub_env(hub_endpoint, tmp_path / "pusher"), folder, "alice/editable")
+
+    image = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        latents = model.encode(pixel_values=image[None]).latents
+        direction = LatentDirections.from_pretrained(folder).direction("3")
+        expected = model.decode(latents + 2.0 * direction).reconstruction[0, 0]  # (8, 8) in [0, 1]
+    code = """
+        import json, numpy as np, torch
+        from transformers import pipeline
+        edit = pipeline("latent-editing", model="alice/editable", trust_remote_code=True)
+        image = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0))
+        print(json.dumps(np.asarray(edit(image, direction="3", strength=2.0)["image"]).tolist()))
+    """
+    proc = run_client(code, hub_env(hub_endpoint, tmp_path / "editor"), without_hf_ae=True)
+    edited = torch.tensor(json.loads(proc.stdout.splitlines()[-1]), dtype=torch.float32)  # (8, 8) uint8 values
+    # The pipeline's PIL image quantises to 8 bits: within one level of the edit computed here.
+    assert edited.shape == (8, 8)
+    assert (edited - expected.clamp(0, 1) * 255).abs().max() <= 1.0 + 1e-3
+
+    code = """
+        import json
+        from hf_ae.editing import LatentDirections
+        directions = LatentDirections.from_pretrained("alice/editable")
+        print(json.dumps({"labels": directions.labels, "methods": directions.methods,
+                          "direction_3": directions.direction("3").tolist()}))
+    """
+    loaded = json.loads(run_client(code, hub_env(hub_endpoint, tmp_path / "reader")).stdout.splitlines()[-1])
+    assert loaded["labels"] == [str(k) for k in range(10)] and loaded["methods"] == ["class_means"]
+    assert torch.equal(torch.tensor(loaded["direction_3"]), direction)
