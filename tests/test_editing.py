@@ -320,3 +320,44 @@ def test_breeding_a_text_model_gives_texts():
     breed = LatentBreedingPipeline(model=text, tokenizer=ByT5Tokenizer(extra_ids=0))
     children = breed(["x = 1", "return y"], num_children=3, seed=0, max_new_tokens=8)
     assert len(children) == 3 and all(isinstance(child["text"], str) and len(child["genes"]) == 4 for child in children)
+
+
+def test_training_with_save_directions_writes_them_and_a_retrain_without_removes_the_old_ones(tmp_path, monkeypatch):
+    """`--save_directions` writes the directions of the training labels next to the model, as compute_directions
+    gives them on the saved model, and the card names the labels; retraining into the folder without it removes
+    them (they belong to the old weights); data without labels and a patch prior are refused before training."""
+    from hf_ae.training import parse_args, train
+    from hf_ae.training import trainer as trainer_module
+
+    output_dir = tmp_path / "run"
+    argv = ["--model", "patch_vae", "--dataset", "digits", "--output_dir", str(output_dir), "--config_overrides",
+            "hidden_size=16,num_hidden_layers=1,num_attention_heads=2,intermediate_size=32,latent_dim=2",
+            "--max_train_samples", "60", "--max_eval_samples", "20", "--per_device_train_batch_size", "8",
+            "--num_sample_images", "2", "--max_steps", "2", "--probe", "False"]
+    train(*parse_args(argv + ["--save_directions"]))
+    saved = LatentDirections.from_pretrained(output_dir)
+    model = PatchVaeModel.from_pretrained(output_dir).eval()
+    train_split = load_dataset_for_training("digits", max_train_samples=60, max_eval_samples=20)["train"]
+    expected = compute_directions(model, train_split, methods=["class_means"])
+    assert saved.labels == [str(k) for k in range(10)] and saved.methods == ["class_means", "probe_normal"]
+    for label in saved.labels:
+        torch.testing.assert_close(saved.direction(label), expected.direction(label), rtol=1e-4, atol=1e-5)
+    assert "This repository has the directions of the labels 0, 1, 2" in (output_dir / "README.md").read_text()
+
+    train(*parse_args(argv + ["--overwrite_output_dir"]))
+    assert not (output_dir / "latent_directions.safetensors").exists()
+    assert not (output_dir / "latent_directions.json").exists()
+    assert "This repository has the directions" not in (output_dir / "README.md").read_text()
+
+    load = trainer_module.load_datasets
+    monkeypatch.setattr(trainer_module, "load_datasets",
+                        lambda *args: load(*args).remove_columns("label"))
+    with pytest.raises(ValueError, match="--save_directions writes a direction per label, but the training data "
+                                         "has no 'label' column"):
+        train(*parse_args(argv + ["--save_directions", "--output_dir", str(tmp_path / "unlabelled")]))
+    assert not (tmp_path / "unlabelled" / "config.json").exists()
+    monkeypatch.setattr(trainer_module, "load_datasets", load)
+    prior = ["--model", "patch_prior", "--autoencoder", str(output_dir), "--dataset", "digits", "--output_dir",
+             str(tmp_path / "prior"), "--max_steps", "1", "--save_directions"]
+    with pytest.raises(ValueError, match="a patch prior has no latents of its own to edit"):
+        train(*parse_args(prior))

@@ -191,6 +191,13 @@ class TrainArguments:
         metadata={"help": "At the end, run the SVM latent probe on labelled data sets (up to 20k training rows); "
                   "--probe False skips it (it takes minutes on large latents)."},
     )
+    save_directions: bool = field(
+        default=False,
+        metadata={"help": "At the end, write the latent directions of each label next to the model "
+                  "(latent_directions.safetensors/.json: class-mean differences and linear-probe normals of the "
+                  "training latents, up to 20k rows; hf_ae.editing), so the latent-editing pipeline edits by label. "
+                  "Needs a labelled data set."},
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0 = once, at the end)."})
     checkpointing_steps: int = field(default=0, metadata={"help": "accelerator.save_state every N steps (0 = never)."})

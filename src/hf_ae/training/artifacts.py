@@ -21,7 +21,12 @@ from ..data import image_rows
 from ..evaluation.probe import encode_dataset, probe_results_filename
 from ..hub import EvalResult, render_model_card
 from ..models.image_processing_autoencoder import AutoencoderImageProcessor
-from ..models.pipeline_autoencoder import TEXT_VALIDATORS, frames_to_gif
+from ..models.pipeline_autoencoder import (
+    DIRECTIONS_NAMES_NAME,
+    DIRECTIONS_WEIGHTS_NAME,
+    TEXT_VALIDATORS,
+    frames_to_gif,
+)
 from ..visualization import display_scale, make_grid, save_grid, save_reconstruction_grid
 
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
@@ -286,12 +291,15 @@ def reproduce_command(*argument_groups) -> str:
 
 def save_trained_model(
     model, output_dir: Path, *, data, metrics, probe, model_args, data_args, train_args, results, log_history,
+    directions=None,
 ) -> None:
     """Write model, samples, card and metrics to `output_dir`, atomically per file (see module docstring).
 
     `data` is the run's TrainingData (hf_ae.training.data_kinds): it writes what its kind adds (tokenizer, samples).
     `metrics` and `results` already hold the figures of `probe` (the SVM probe's results, or None), which is
-    written as probe_svm_<data set>.json; nothing is evaluated here."""
+    written as probe_svm_<data set>.json; `directions` (LatentDirections or None, --save_directions) go next to
+    the weights. Directions left in the folder by an earlier model are removed: they belong to other weights, and
+    the editing pipeline would read them. Nothing is evaluated here."""
     # Inference from here on: a training-mode forward would change the model (a vq codebook's EMA update) and,
     # under several processes, wait for collective calls that the other ranks never make.
     model.eval()
@@ -314,7 +322,10 @@ def save_trained_model(
             **{k: results[k] for k in ("global_step", "epochs", "train_runtime_seconds", "num_processes",
                                        "train_samples", "eval_samples")},
             **kind_context,
+            "direction_labels": directions.labels if directions is not None else None,
         }
+        if directions is not None:
+            directions.save_pretrained(staging)
         render_card(model, metrics, context).save(staging / "README.md")
         (staging / "all_results.json").write_text(json.dumps(results, indent=2))
         if probe is not None:
@@ -325,5 +336,8 @@ def save_trained_model(
         (staging / "training_args.json").write_text(json.dumps(arguments, indent=2, default=str))
         for path in staging.iterdir():
             os.replace(path, output_dir / path.name)
+        if directions is None:
+            for name in (DIRECTIONS_WEIGHTS_NAME, DIRECTIONS_NAMES_NAME):
+                (output_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -56,6 +56,9 @@ LATENT_SCALE_ROWS = 2_000
 # With --streaming: the first rows of the shuffled stream that the probe trains its SVM on, and that a BPE
 # tokenizer is trained on (a stream has no end to read up to).
 STREAM_PROBE_ROWS = 5_000
+# --save_directions computes the directions on at most this many training rows (a seeded sample past it): the linear
+# probe's grid search took over 10 minutes on 67k python-lines latents of 256 values.
+DIRECTIONS_MAX_TRAIN_ROWS = 20_000
 STREAM_TOKENIZER_ROWS = 100_000
 
 
@@ -177,6 +180,9 @@ class TrainingData:
         self.num_train_samples = None if self.streaming else len(datasets["train"])
         self.num_eval_samples = len(datasets["test"])
         self.check_arguments()
+        if train_args.save_directions and "label" not in (datasets["train"].column_names or []):
+            raise ValueError(f"--save_directions writes a direction per label, but the training data has no 'label' "
+                             f"column ({datasets['train'].column_names})")
 
     def check_arguments(self) -> None:
         """Raise ValueError on an option that does not apply to this kind of data."""
@@ -313,6 +319,22 @@ class TrainingData:
         features = test.with_format(None).features
         train = hf_datasets.Dataset.from_list([{k: row[k] for k in features} for row in rows], features=features)
         return hf_datasets.DatasetDict({"train": on_the_fly_view(train, column, transform), "test": test})
+
+    def directions(self, model):
+        """With --save_directions, the latent directions of each label (`hf_ae.editing.compute_directions`) on the
+        training split, a seeded sample of DIRECTIONS_MAX_TRAIN_ROWS past that (a stream: its first
+        STREAM_PROBE_ROWS rows, as the probe reads), else None. Runs on the unwrapped model, in one process."""
+        if not self.train_args.save_directions:
+            return None
+        from tqdm.auto import tqdm
+
+        from ..editing import compute_directions
+
+        rows = self.probe_datasets()["train"] if self.streaming else self.datasets["train"]
+        if len(rows) > DIRECTIONS_MAX_TRAIN_ROWS:
+            rows = rows.shuffle(seed=self.train_args.seed).select(range(DIRECTIONS_MAX_TRAIN_ROWS))
+        with tqdm(desc="linear probe fits (directions)", unit="fit", leave=False) as bar:
+            return compute_directions(model, rows, self.tokenizer, dataset_name=self.data_args.dataset, progress=bar)
 
     def save_with_model(self, model, folder) -> dict:
         """Write what this kind adds to the model's folder (tokenizer, samples) -> the model card's `images` and
@@ -490,6 +512,9 @@ class PriorCodeData(ImageData):
 
     def check_arguments(self) -> None:
         super().check_arguments()
+        if self.train_args.save_directions:
+            raise ValueError("--save_directions: a patch prior has no latents of its own to edit; save the directions "
+                             "of its autoencoder (hf-ae probe --model <autoencoder> --save_directions)")
         given = augmentation_options(self.data_args)
         if given:
             raise ValueError(f"{', '.join(given)}: --model patch_prior learns the codes of the images, encoded once "

@@ -488,13 +488,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         accelerator.log({f"eval/{k}": v for k, v in figures.items()}, step=global_step)
         metrics = {**metrics, **figures}
         results.update({f"eval_{k}": v for k, v in figures.items()})
+    if accelerator.is_main_process and train_args.save_directions:
+        phase.start("the latent directions of each label (class means and linear-probe normals, --save_directions)")
+    directions = data.directions(final) if accelerator.is_main_process else None
     results = broadcast_object_list([results])[0]  # the main process's probe and timings, on every process
 
     # 7. Save and push (the main process writes; the others wait).
     if accelerator.is_main_process:
         phase.start(f"saving the model, its sample figures and its card to {output_dir}")
-        save_trained_model(final, output_dir, data=data, metrics=metrics, probe=probe, model_args=model_args,
-                           data_args=data_args, train_args=train_args, results=results, log_history=log.history)
+        save_trained_model(final, output_dir, data=data, metrics=metrics, probe=probe, directions=directions,
+                           model_args=model_args, data_args=data_args, train_args=train_args, results=results,
+                           log_history=log.history)
         if train_args.push_to_hub:
             phase.start(f"pushing {output_dir} to the Hub repo {train_args.hub_model_id}")
             url = push_to_hub(output_dir, train_args.hub_model_id, token=train_args.hub_token,
