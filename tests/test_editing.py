@@ -228,6 +228,24 @@ def test_rbf_row_limit_follows_rows_squared_times_features():
     assert probe_train_rows(labels, "linear", num_features=wide) is None
 
 
+
+def test_the_rbf_probes_sample_keeps_classes_of_one_row_and_the_others_shares():
+    """python-lines' module labels have classes of one row in a sample: the stratified sample takes one row of
+    every class and shares the rest by the classes' sizes (scikit-learn's stratified split refused them)."""
+    from hf_ae.evaluation.probe import stratified_rows
+
+    labels = np.concatenate([np.zeros(500), np.ones(300), np.arange(2, 50)])  # 2 big classes, 48 of one row
+    rows = stratified_rows(labels, 100)
+    assert len(rows) == len(set(rows.tolist())) == 100 and len(set(labels[rows])) == 50
+    assert np.bincount(labels[rows].astype(int))[:2].tolist() == [32, 20]  # 52 rows shared 499 : 299
+    assert np.array_equal(rows, stratified_rows(labels, 100))  # seeded
+    fewer = stratified_rows(labels, 20)  # fewer rows than classes: one row each of 20 classes
+    assert len(fewer) == 20 and len(set(labels[fewer])) == 20
+    assert len(stratified_rows(labels, 10_000)) == len(labels)
+    with_rare = np.array(["ast.py"] * 3000 + ["a.py", "b.py"] + ["c.py"] * 2000)
+    assert len(run_rows := probe_module.probe_train_rows(with_rare, "rbf", num_features=10**6)) == \
+        probe_module.rbf_row_limit(10**6) and {"a.py", "b.py"} <= set(with_rare[run_rows])
+
 # ------------------------------------------------------------------------------------------------ breeding
 def test_cross_latents_takes_each_token_from_its_parent_in_every_latent_layout():
     parents = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # (P, T, d)

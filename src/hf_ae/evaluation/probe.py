@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -179,8 +179,28 @@ def probe_train_rows(labels, kernel: str, num_features: int, max_rbf_rows: int |
         f"grows with rows² x features ({num_features:,} features here; benchmarks/probe_scaling.py). --kernel linear "
         f"uses every row."
     )
-    rows, _ = train_test_split(np.arange(len(labels)), train_size=limit, stratify=labels, random_state=0)
-    return np.sort(rows)
+    return stratified_rows(labels, limit)
+
+
+def stratified_rows(labels, size: int, seed: int = 0) -> np.ndarray:
+    """`size` sorted row indices drawn without replacement (seeded): one row of every class (of the largest classes
+    when `size` is smaller than the number of classes), the rest shared by the classes' other rows (largest
+    remainders). Written here because scikit-learn's stratified `train_test_split` refuses a class of one row,
+    which a sample of many labels has (python-lines' modules)."""
+    rng = np.random.default_rng(seed)
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    counts = np.bincount(codes)
+    size = min(size, len(codes))
+    if size <= len(counts):
+        take = np.zeros_like(counts)
+        take[np.argsort(-counts, kind="stable")[:size]] = 1
+    else:
+        others = counts - 1
+        quota = others * (size - len(counts)) / others.sum()  # <= others, as size <= rows
+        take = 1 + np.floor(quota).astype(int)
+        take[np.argsort(np.floor(quota) - quota, kind="stable")[:size - take.sum()]] += 1
+    rows = [rng.choice(np.flatnonzero(codes == c), n, replace=False) for c, n in enumerate(take) if n]
+    return np.sort(np.concatenate(rows))
 
 
 def feature_width(model, dataset, tokenizer=None) -> int:
