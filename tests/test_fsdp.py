@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import warnings
 from types import SimpleNamespace
 from unittest import mock
 
@@ -186,8 +187,18 @@ def reports(tmp_path_factory):
     """One torchrun launch of tests/fsdp_worker.py for every model -> {name: the worker's report}."""
     tmp_path = tmp_path_factory.mktemp("fsdp")
     # one thread per worker: two workers of 2 threads on a 2-core machine run many times slower
-    result = run_torchrun(["--nproc_per_node", "2", WORKER, str(tmp_path), *MODELS],
-                          env=isolated_env(tmp_path, OMP_NUM_THREADS="1"))
+    def launch():
+        return run_torchrun(["--nproc_per_node", "2", WORKER, str(tmp_path), *MODELS],
+                            env=isolated_env(tmp_path, OMP_NUM_THREADS="1"))
+
+    result = launch()
+    if result.returncode != 0 and "Signal 11 (SIGSEGV)" in result.stderr:
+        # Seen once in 7 runs (2026-12-03): a worker segfaulted inside torch's gloo transport while gathering a
+        # DTensor (full_tensor), and the other rank lost its peer. A crash of the process, not a wrong result: the
+        # launch is repeated once, and says so; a second crash, or any other failure, fails.
+        warnings.warn(f"the FSDP workers' first launch segfaulted; launched again:\n{result.stderr[-2000:]}",
+                      stacklevel=2)
+        result = launch()
     assert result.returncode == 0, result.stderr[-6000:]
     return {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in MODELS}
 
