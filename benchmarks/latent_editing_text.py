@@ -272,18 +272,16 @@ def measure(name, model, tokenizer, splits, names, judge, per_class, mutation, d
             image_judge=False) -> dict:
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(0)
-    train = splits["train"]
-    if len(train) > direction_samples:  # the linear probe's grid search on all 67k lines takes many minutes
-        train = train.shuffle(seed=0).select(range(direction_samples))
     with tqdm(desc="linear probe fits (directions)", unit="fit") as progress:
-        directions = compute_directions(model, train, tokenizer, dataset_name=name, progress=progress)
+        directions = compute_directions(model, splits["train"], tokenizer, dataset_name=name, progress=progress,
+                                        max_rows=direction_samples)
     test_texts = list(splits["test"]["text"])
     test_labels = np.asarray(splits["test"]["label"])
     edits, strips = edit_table(model, tokenizer, directions, names, test_texts, test_labels, per_class, judge,
                                generator)
     breeding, swaps, breeding_example = breeding_and_swaps(model, tokenizer, names, test_texts, test_labels, judge,
                                                            mutation, generator, image_judge=image_judge)
-    return {"labels": names, "direction_train_samples": len(train), "edits": edits, "strips": strips, "breeding": breeding,
+    return {"labels": names, "direction_train_samples": directions.metadata["train_samples"], "edits": edits, "strips": strips, "breeding": breeding,
             "breeding_example": breeding_example, "token_swaps": swaps,
             "seconds": time.perf_counter() - started}
 

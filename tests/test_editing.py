@@ -77,6 +77,13 @@ def test_directions_are_class_mean_differences_in_the_latent_layout_and_normals_
         directions.direction("eleven")
     with pytest.raises(KeyError, match="no 'pca' directions"):
         directions.direction(7, "pca")
+    # past max_rows, the class means of a seeded sample of that many rows
+    sampled = compute_directions(model, train, methods=["class_means"], max_rows=120, seed=3)
+    assert sampled.metadata["train_samples"] == 120 and sampled.metadata["train_rows_available"] == len(train)
+    rows = train.shuffle(seed=3).select(range(120))
+    sample_latents, sample_labels = encode_dataset(model, rows, as_tokens=False), np.asarray(rows["label"])
+    expected = sample_latents[sample_labels == 7].mean(0) - sample_latents[sample_labels != 7].mean(0)
+    assert torch.allclose(sampled.direction(7), torch.from_numpy(expected).float(), atol=1e-5)
     with pytest.raises(ValueError, match="non-empty subset"):
         compute_directions(model, train, methods=["pca"])
     with pytest.raises(ValueError, match="no 'label' column"):

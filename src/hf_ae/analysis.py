@@ -14,6 +14,7 @@ optimised, then given back their `requires_grad`). Written here: no library offe
 visualisation maximises activations, it does not match them).
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,23 @@ class InputRepresentation:
     inputs: torch.Tensor
     losses: torch.Tensor
     layer: str
+
+
+@contextmanager
+def eval_mode(model: nn.Module, freeze: bool = False):
+    """The model in eval mode (a training-mode pass would update batch norm's running statistics) and, with
+    `freeze`, its parameters without gradients; both given back on exit."""
+    was_training = model.training
+    requires_grad = [(p, p.requires_grad) for p in model.parameters()] if freeze else []
+    model.eval()
+    for parameter, _ in requires_grad:
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter, flag in requires_grad:
+            parameter.requires_grad_(flag)
+        model.train(was_training)
 
 
 class _ReachedLayer(Exception):
@@ -55,15 +73,12 @@ def representation_layers(model: nn.Module, pixel_values: torch.Tensor) -> list[
     names = {module: name for name, module in model.named_modules()}
     hooks = [module.register_forward_hook(lambda module, args, output: order.append(names[module]))
              for module in model.modules() if not list(module.children())]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(pixel_values=pixel_values)
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     return list(dict.fromkeys(order))
 
 
@@ -108,12 +123,7 @@ def input_representation(model: nn.Module, layer: str | int, pixel_values: torch
         raise ValueError(f"no layer {layer!r} in {type(model).__name__}; names are those of model.named_modules(), "
                          f"e.g. {[name for name in modules if name][:5]}")
     module = modules[layer]
-    was_training = model.training
-    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for parameter, _ in requires_grad:
-        parameter.requires_grad_(False)
-    try:
+    with eval_mode(model, freeze=True):
         with torch.no_grad():
             target = _layer_output(model, module, pixel_values).detach()
         noise = torch.randn(pixel_values.shape, generator=generator, dtype=pixel_values.dtype)
@@ -126,8 +136,4 @@ def input_representation(model: nn.Module, layer: str | int, pixel_values: torch
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    finally:
-        for parameter, flag in requires_grad:
-            parameter.requires_grad_(flag)
-        model.train(was_training)
     return InputRepresentation(inputs.detach(), torch.tensor(losses), layer)

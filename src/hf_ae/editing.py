@@ -16,9 +16,14 @@ the probe's standardised features back to latent space. Both are computed on the
 
 import numpy as np
 import torch
+from transformers.utils import logging
 
 from .evaluation.probe import encode_dataset, fit_probe
 from .models.pipeline_autoencoder import DIRECTION_METHODS, LatentDirections
+
+logger = logging.get_logger(__name__)
+# compute_directions learns from at most this many rows by default (a seeded sample past it).
+MAX_DIRECTION_ROWS = 20_000
 
 
 def label_names(dataset) -> list[str] | None:
@@ -42,9 +47,11 @@ def probe_normals(latents: np.ndarray, labels: np.ndarray, classes: list, progre
 
 
 def compute_directions(model, dataset, tokenizer=None, methods=DIRECTION_METHODS, dataset_name: str | None = None,
-                       progress=None) -> LatentDirections:
+                       progress=None, max_rows: int | None = MAX_DIRECTION_ROWS, seed: int = 0) -> LatentDirections:
     """Directions per label of `dataset` (rows with `pixel_values`, or `text` with a `tokenizer`, and `label`) in
-    `model`'s latent space; `progress`: a tqdm bar ticked per probe fit (see `hf_ae.evaluation.probe.fit_probe`)."""
+    `model`'s latent space; `progress`: a tqdm bar ticked per probe fit (see `hf_ae.evaluation.probe.fit_probe`).
+    Past `max_rows` rows (None: no limit) they come from a sample of that many (`dataset.shuffle(seed)`), with a
+    warning: the linear probe's grid search took over 10 minutes on 67k python-lines latents of 256 values."""
     unknown = sorted(set(methods) - set(DIRECTION_METHODS))
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of {DIRECTION_METHODS}, got {list(methods)}")
@@ -52,6 +59,11 @@ def compute_directions(model, dataset, tokenizer=None, methods=DIRECTION_METHODS
         raise ValueError(f"directions need class labels: the data set has no 'label' column ({dataset.column_names})")
     if not model.can_encode:
         raise ValueError(f"{type(model).__name__} does not encode (can_encode=False): it has no latents to edit")
+    available = len(dataset)
+    if max_rows is not None and available > max_rows:
+        logger.warning(f"the directions are computed on a sample of {max_rows:,} of the {available:,} rows "
+                       f"(max_rows; the linear probe's grid search grows with the rows)")
+        dataset = dataset.shuffle(seed=seed).select(range(max_rows))
     latents = encode_dataset(model, dataset, tokenizer, as_tokens=False)  # (N, *latent_shape)
     latent_shape = latents.shape[1:]
     flat = latents.reshape(len(latents), -1)  # (N, D)
@@ -74,7 +86,7 @@ def compute_directions(model, dataset, tokenizer=None, methods=DIRECTION_METHODS
         normals = probe_normals(flat, labels, classes, progress)
         directions["probe_normal"] = {label_of[c]: as_latents(normal * np.linalg.norm(class_means[c]))
                                       for c, normal in zip(classes, normals)}
-    metadata = {"dataset": dataset_name, "train_samples": int(len(labels)),
+    metadata = {"dataset": dataset_name, "train_samples": int(len(labels)), "train_rows_available": available,
                 "model_type": model.config.model_type,
                 "class_means_norms": {label_of[c]: float(np.linalg.norm(class_means[c])) for c in classes}}
     return LatentDirections(directions, {label_of[c]: as_latents(centroids[c]) for c in classes}, metadata)

@@ -56,9 +56,6 @@ LATENT_SCALE_ROWS = 2_000
 # With --streaming: the first rows of the shuffled stream that the probe trains its SVM on, and that a BPE
 # tokenizer is trained on (a stream has no end to read up to).
 STREAM_PROBE_ROWS = 5_000
-# --save_directions computes the directions on at most this many training rows (a seeded sample past it): the linear
-# probe's grid search took over 10 minutes on 67k python-lines latents of 256 values.
-DIRECTIONS_MAX_TRAIN_ROWS = 20_000
 STREAM_TOKENIZER_ROWS = 100_000
 
 
@@ -321,9 +318,9 @@ class TrainingData:
         return hf_datasets.DatasetDict({"train": on_the_fly_view(train, column, transform), "test": test})
 
     def directions(self, model):
-        """With --save_directions, the latent directions of each label (`hf_ae.editing.compute_directions`) on the
-        training split, a seeded sample of DIRECTIONS_MAX_TRAIN_ROWS past that (a stream: its first
-        STREAM_PROBE_ROWS rows, as the probe reads), else None. Runs on the unwrapped model, in one process."""
+        """With --save_directions, the latent directions of each label (`hf_ae.editing.compute_directions`, which
+        samples past its row limit) on the training split (a stream: its first STREAM_PROBE_ROWS rows, as the probe
+        reads), else None. Runs on the unwrapped model, in one process."""
         if not self.train_args.save_directions:
             return None
         from tqdm.auto import tqdm
@@ -331,10 +328,9 @@ class TrainingData:
         from ..editing import compute_directions
 
         rows = self.probe_datasets()["train"] if self.streaming else self.datasets["train"]
-        if len(rows) > DIRECTIONS_MAX_TRAIN_ROWS:
-            rows = rows.shuffle(seed=self.train_args.seed).select(range(DIRECTIONS_MAX_TRAIN_ROWS))
         with tqdm(desc="linear probe fits (directions)", unit="fit", leave=False) as bar:
-            return compute_directions(model, rows, self.tokenizer, dataset_name=self.data_args.dataset, progress=bar)
+            return compute_directions(model, rows, self.tokenizer, dataset_name=self.data_args.dataset, progress=bar,
+                                      seed=self.train_args.seed)
 
     def save_with_model(self, model, folder) -> dict:
         """Write what this kind adds to the model's folder (tokenizer, samples) -> the model card's `images` and
