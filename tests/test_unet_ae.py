@@ -13,6 +13,7 @@ from autoencoder_mixin import AutoencoderTesterMixin
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from subprocess_env import isolated_env, run_python
+from torch import nn
 from transformers import pipeline as transformers_pipeline
 
 from hf_ae import PatchVaeConfig, PatchVaeModel, UNetAeConfig, UNetAeModel
@@ -25,7 +26,8 @@ VARIANTS = {
     "batchnorm": dict(),
     "mlp_linear_attention_groupnorm": dict(mlp_bottleneck=True, latent_dim=6, mlp_hidden_dim=16, attention="linear",
                                            attention_resolutions=[4], norm="group"),
-    "dot_attention_latent_channels": dict(attention="dot", attention_resolutions=[8, 4], latent_channels=4),
+    "dot_attention_latent_channels_no_norm": dict(attention="dot", attention_resolutions=[8, 4], latent_channels=4,
+                                                  norm="none"),
 }
 
 
@@ -51,7 +53,7 @@ class TestUNetAeModel(AutoencoderTesterMixin):
         latents = model.encode(self.make_inputs(model.config)).latents
         assert tuple(latents.shape[1:]) == model.config.latent_shape
         expected = {"batchnorm": (16, 4, 4), "mlp_linear_attention_groupnorm": (6,),
-                    "dot_attention_latent_channels": (4, 4, 4)}[self.variant]
+                    "dot_attention_latent_channels_no_norm": (4, 4, 4)}[self.variant]
         assert model.config.latent_shape == expected
 
 
@@ -171,6 +173,19 @@ def test_batch_statistics_use_the_batch_and_leave_running_statistics_alone():
     assert all(torch.equal(running[name], buffer) for name, buffer in model.named_buffers())
     assert not any(m.training for m in model.modules())
 
+
+
+def test_no_norm_has_no_normalisation_and_no_batch_dependence():
+    attention = dict(attention="linear", attention_resolutions=[4])
+    model = tiny_model(norm="none", **attention).train()
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    assert not any(isinstance(module, norms) for module in model.modules())
+    batch = images(4, seed=5)
+    with torch.no_grad():  # in training mode too, an image's result does not depend on its batch
+        alone, together = model(batch[:1]).reconstruction, model(batch).reconstruction[:1]
+    assert torch.allclose(alone, together, atol=1e-5)
+    batch_norm_model = tiny_model(**attention)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in batch_norm_model.parameters())
 
 # ------------------------------------------------------------------------------------------ generation
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

@@ -5,7 +5,7 @@ from transformers import PretrainedConfig
 
 from .configuration_autoencoder import AutoencoderConfigMixin, RenamedField, check_latent_scale
 
-UNET_AE_NORMS = ("batch", "group")
+UNET_AE_NORMS = ("batch", "group", "none")
 # The values of `bottleneck`, UNetAe's name for `mlp_bottleneck` before the rename.
 UNET_AE_BOTTLENECKS = ("none", "mlp")
 UNET_AE_ATTENTIONS = ("none", "linear", "dot")
@@ -56,8 +56,10 @@ class UNetAeConfig(AutoencoderConfigMixin, PretrainedConfig):
             Residual blocks (two 3x3 convolutions each: diffusers' `ResnetBlock2D`) per level, in the encoder and
             in the decoder.
         norm (`str`, *optional*, defaults to `"batch"`):
-            `"batch"` (BatchNorm, as in the seed: it carries the data's statistics into synthesis) or `"group"`
-            (GroupNorm with `norm_num_groups` groups; no batch dependence).
+            `"batch"` (BatchNorm, as in the seed: it carries the data's statistics into synthesis), `"group"`
+            (GroupNorm with `norm_num_groups` groups; no batch dependence) or `"none"` (no normalisation: the
+            seed's "removing batch normalizations from all convolutions", whose outputs it finds noise-free but
+            statistically unlike the inputs).
         norm_num_groups (`int`, *optional*, defaults to 8):
             Groups of the GroupNorms (`norm="group"`); must divide every entry of `block_out_channels`.
         act_fn (`str`, *optional*, defaults to `"relu"`):

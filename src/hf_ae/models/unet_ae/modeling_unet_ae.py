@@ -130,11 +130,14 @@ class UNetAeUpsample(Upsample2D):
 def make_norm(config: UNetAeConfig, channels: int) -> nn.Module:
     if config.norm == "batch":
         return nn.BatchNorm2d(channels)
+    if config.norm == "none":
+        return nn.Identity()
     return nn.GroupNorm(config.norm_num_groups, channels, eps=1e-6)
 
 
 def make_resnet_block(config: UNetAeConfig, in_channels: int, out_channels: int) -> ResnetBlock2D:
-    """diffusers' ResnetBlock2D without a time embedding; its GroupNorms become BatchNorm2d for norm="batch"."""
+    """diffusers' ResnetBlock2D without a time embedding; its GroupNorms become BatchNorm2d for norm="batch" and
+    are removed (nn.Identity) for norm="none"."""
     block = ResnetBlock2D(
         in_channels=in_channels,
         out_channels=out_channels,
@@ -145,9 +148,9 @@ def make_resnet_block(config: UNetAeConfig, in_channels: int, out_channels: int)
         non_linearity=config.act_fn,
         eps=1e-6,
     )
-    if config.norm == "batch":
-        block.norm1 = nn.BatchNorm2d(in_channels)
-        block.norm2 = nn.BatchNorm2d(out_channels)
+    if config.norm != "group":
+        block.norm1 = make_norm(config, in_channels)
+        block.norm2 = make_norm(config, out_channels)
     return block
 
 
@@ -479,7 +482,7 @@ class UNetAeModel(UNetAePreTrainedModel):
     def batch_statistics(self, enabled: bool = True):
         """Within this block BatchNorm normalises with the statistics of the batch at hand (as in training)
         instead of its running statistics; the running statistics are restored afterwards, so generating never
-        changes the model. A no-op when `enabled` is False or `norm="group"`."""
+        changes the model. A no-op when `enabled` is False or `norm` is "group" or "none"."""
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if enabled else []
         saved = [(m.training, [b.clone() for b in m.buffers()]) for m in norms]
         try:
