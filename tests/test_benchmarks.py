@@ -560,3 +560,21 @@ def test_data_scaling_targets_read_the_measured_figures():
     assert not targets["on_the_fly_cache_at_most_pngs"]  # 401 > 400
     assert not targets["loader_at_least_3x_model_step"]  # 29 < 3 * 10
     assert targets["text_loader_at_least_3x_model_step"]
+
+
+def test_every_input_representation_variant_builds_its_model():
+    """benchmarks/input_representations.py trains seven variants per data set for most of an hour: each one's
+    overrides must build the model it names (the attention variants at the data set's full resolution)."""
+    from benchmarks import input_representations
+    from hf_ae import PatchVaeConfig, UNetAeConfig
+
+    for spec in input_representations.DATASETS.values():
+        size = spec["image_size"]
+        for name, (model_type, overrides, batch_size) in input_representations.variants(size).items():
+            config_class = UNetAeConfig if model_type == "unet_ae" else PatchVaeConfig
+            config = config_class(image_size=size, **parse_config_overrides(overrides))
+            assert batch_size == (1 if name == "unet_batch1" else 64)
+            if "attention" in name:
+                assert config.attention == name.split("_")[1] and config.attention_resolutions == [size]
+            assert config.mlp_bottleneck if name == "unet_mlp" else True
+            assert config.norm == "none" if name == "unet_no_norm" else True

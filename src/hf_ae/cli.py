@@ -4,6 +4,7 @@
     hf-ae evaluate --model outputs/pv --dataset digits --tasks reconstruction,probe
     hf-ae probe    --model outputs/pv --dataset digits                           (the SVM latent probe alone)
     hf-ae export   --model outputs/pv --output_dir outputs/pv/exported           (torch.export and ONNX)
+    hf-ae represent --model outputs/pv --dataset digits     (input representations by depth, hf_ae.analysis)
     hf-ae push     --model outputs/pv --repo_id you/patch-vae-digits
 
 Each command's `--help` lists its arguments with their defaults. Under several processes:
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .training.arguments import HelpFormatter
 
-COMMANDS = ("train", "evaluate", "probe", "export", "push")
+COMMANDS = ("train", "evaluate", "probe", "export", "represent", "push")
 
 
 def command_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -209,6 +210,96 @@ def export_main(argv=None) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------- represent
+REPRESENT_DESCRIPTION = """Input representations (hf_ae.analysis): for a few test images a, inputs x found by Adam
+from Gaussian noise whose output at a layer matches a's, at layers from shallow to deep, for the model and for an
+untrained copy (the same architecture, fresh weights). What x keeps of a is what the layer keeps; noise left in x is
+what the layer cannot tell apart. Writes input_representations.png (a row per image: the input, then the
+representations by depth, trained then untrained) and input_representations.json (PSNR against the input and how
+noise-like x - a is: high-frequency ratio 1 and neighbour correlation 0 for white noise, the Kolmogorov-Smirnov
+distance to a Gaussian)."""
+
+
+def represent_main(argv=None) -> int:
+    import torch
+
+    from .analysis import compare_input_representations, untrained_copy
+
+    parser = command_parser("represent", REPRESENT_DESCRIPTION)
+    add_model_and_data_arguments(parser, dataset_default="digits")
+    parser.add_argument("--layers", default=None, help="Comma-separated layer names (model.named_modules()) or leaf "
+                        "depths (integers); default: the layers at --depths.")
+    parser.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="Relative depths in [0, 1] among the layers "
+                        "with a weight matrix or kernel, in call order (1: the last, a UNetAe's output).")
+    parser.add_argument("--num_images", type=int, default=4, help="Test images to represent (the first ones).")
+    parser.add_argument("--steps", type=int, default=500, help="Adam steps per representation.")
+    parser.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate.")
+    parser.add_argument("--init_std", type=float, default=1.0, help="Std of the Gaussian noise x starts from.")
+    parser.add_argument("--noise_std", type=float, default=0.0, help="Add N(0, s^2) noise to the images first "
+                        "(seeded); the figures are then also measured against the clean images.")
+    parser.add_argument("--batch_statistics", action="store_true", help="Batch norms normalise with the batch's "
+                        "statistics (as in training) instead of their running statistics.")
+    parser.add_argument("--no_untrained", action="store_true", help="Only the model, no untrained copy.")
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the starting noise, the image noise, the copy.")
+    parser.add_argument("--output_dir", default=None,
+                        help="Where the PNG and JSON go (default: <model>/input_representations).")
+    args = parser.parse_args(argv)
+    for name in ("num_images", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.init_std < 0 or args.noise_std < 0:
+        parser.error(f"--init_std and --noise_std must be >= 0, got {args.init_std} and {args.noise_std}")
+    layers = depths = None
+    try:
+        if args.layers:
+            layers = [int(item) if item.strip().lstrip("-").isdigit() else item.strip()
+                      for item in args.layers.split(",") if item.strip()]
+        else:
+            depths = [float(item) for item in args.depths.split(",") if item.strip()]
+    except ValueError:
+        parser.error(f"--depths takes numbers in [0, 1] separated by commas, got {args.depths!r}")
+
+    model, _, datasets = load_model_and_data(args)
+    if model.modality != "image":
+        parser.error(f"{args.model} is a {model.modality} model: input representations are found by gradient "
+                     "descent on pixels, and token ids have none")
+    test = datasets["test"]
+    if len(test) < args.num_images:
+        parser.error(f"--num_images {args.num_images}: the test split of {args.dataset} has {len(test)} rows")
+    clean = torch.tensor(test[: args.num_images]["pixel_values"], dtype=torch.float32)
+    images = clean
+    if args.noise_std > 0:
+        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(args.seed + 1))
+        images = clean + args.noise_std * noise
+    models = {"trained": model} if args.no_untrained else {"trained": model, "untrained": untrained_copy(model, args.seed)}
+    is_local = Path(args.model).is_dir()
+    output_dir = Path(args.output_dir) if args.output_dir else (
+        Path(args.model) / "input_representations" if is_local
+        else Path("input_representations_" + args.model.replace("/", "_")))
+    try:
+        report = compare_input_representations(
+            models, images, output_dir, depths=depths, layers=layers, steps=args.steps, lr=args.lr, seed=args.seed,
+            init_std=args.init_std, clean=clean if args.noise_std > 0 else None, batch_statistics=args.batch_statistics,
+            title=f"{args.model} on {args.dataset}: input | " + " | ".join(models)
+            + (f" (images + N(0, {args.noise_std:g}^2))" if args.noise_std > 0 else ""))
+    except ValueError as error:  # a layer name or depth the model does not have
+        parser.error(str(error))
+    report.update({"model": args.model, "dataset": args.dataset, "noise_std": args.noise_std})
+    (output_dir / "input_representations.json").write_text(json.dumps(report, indent=2))
+    print(f"input representations of {args.model} on {args.dataset} ({args.num_images} images, {args.steps} Adam "
+          f"steps from N(0, {args.init_std:g}^2)); PSNR dB against the input (high-frequency ratio, neighbour "
+          "correlation, Gaussian distance of x - a)")
+    print("| layer | " + " | ".join(models) + " |")
+    print("|---|" + "---|" * len(models))
+    for index, layer in enumerate(report["layers"]):
+        cells = [report["models"][name][index] for name in models]
+        print(f"| {layer} | " + " | ".join(f"{c['psnr']:.1f} ({c['high_frequency_ratio']:.2f}, "
+                                           f"{c['neighbour_correlation']:.2f}, {c['gaussian_distance']:.2f})"
+                                           for c in cells) + " |")
+    print(f"wrote {output_dir / 'input_representations.png'} and {output_dir / 'input_representations.json'}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------------- push
 def push_main(argv=None) -> int:
     from .hub import push_to_hub
@@ -230,7 +321,7 @@ def push_main(argv=None) -> int:
 
 
 COMMAND_FUNCTIONS = {"train": train_main, "evaluate": evaluate_main, "probe": probe_main, "export": export_main,
-                     "push": push_main}
+                     "represent": represent_main, "push": push_main}
 
 
 def main(argv=None) -> int:

@@ -55,3 +55,34 @@ def save_reconstruction_grid(inputs: torch.Tensor, reconstructions: torch.Tensor
         rows += [inputs[start : start + 8], reconstructions[start : start + 8]]
     nrow = min(8, inputs.shape[0])
     return save_grid(torch.cat(rows), path, nrow=nrow)
+
+
+def save_labelled_columns(columns: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "",
+                          scale: int | None = None, gap_after: tuple[int, ...] = ()) -> Path:
+    """Columns of images with a label above each: `columns` [(label, (B, C, H, W) in [0, 1])], one row per image
+    (row i shows image i of every column), a title line above; a wider gap after the columns indexed in
+    `gap_after` separates groups (e.g. a trained and an untrained model). Values outside [0, 1] are clipped."""
+    from PIL import ImageDraw
+
+    if not columns:
+        raise ValueError("no columns to draw")
+    shapes = {tuple(images.shape) for _, images in columns}
+    if len(shapes) != 1:
+        raise ValueError(f"every column needs images of one shape, got {sorted(shapes)}")
+    batch, _, height, _ = columns[0][1].shape
+    scale = display_scale(height) if scale is None else scale
+    tiles = [make_grid(images, nrow=1, scale=scale) for _, images in columns]  # each one column of `batch` rows
+    gap, header = 2, 28 if title else 14
+    width = sum(tile.width for tile in tiles) + gap * 4 * len([i for i in gap_after if i < len(tiles) - 1])
+    canvas = Image.new("RGB", (width, tiles[0].height + header), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((2, 1), title, fill="black")
+    left = 0
+    for index, ((label, _), tile) in enumerate(zip(columns, tiles)):
+        canvas.paste(tile.convert("RGB"), (left, header))
+        draw.text((left + 2, header - 13), label, fill="black")
+        left += tile.width + (gap * 4 if index in gap_after else 0)
+    path = Path(path)
+    canvas.save(path)
+    return path
