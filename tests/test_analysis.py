@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from hf_ae import PatchVaeConfig, PatchVaeModel, UNetAeConfig, UNetAeModel
+from hf_ae import FunnelVaeConfig, FunnelVaeModel, PatchVaeConfig, PatchVaeModel, UNetAeConfig, UNetAeModel
 from hf_ae.analysis import (
     compare_input_representations,
     input_representation,
@@ -116,7 +116,7 @@ def test_batch_statistics_are_used_and_the_running_statistics_given_back():
     assert all(torch.equal(buffers[name], buffer) for name, buffer in model.named_buffers())
 
 
-def test_a_vit_block_is_a_layer_and_text_models_are_refused():
+def test_a_vit_block_and_a_funnel_vae_on_images_are_represented_and_text_models_are_refused():
     torch.manual_seed(0)
     vit = PatchVaeModel(PatchVaeConfig(image_size=8, num_channels=1, patch_size=4, hidden_size=16,
                                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
@@ -124,6 +124,14 @@ def test_a_vit_block_is_a_layer_and_text_models_are_refused():
     images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     found = input_representation(vit, "encoder.layers.0", images, steps=100, generator=torch.Generator().manual_seed(1))
     assert found.losses[-1] < found.losses[0] / 10
+    # a FunnelVae on images reads pixels too: its output layer (the patch head) by relative depth
+    funnel = FunnelVaeModel(FunnelVaeConfig(
+        hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2, intermediate_size=32, block_sizes=[1, 1],
+        latent_dim=4, decoder_num_hidden_layers=1, modality="image", image_size=8, num_channels=1, patch_size=2,
+        num_latent_tokens=None)).eval()
+    (last,) = layers_at_depths(funnel, images[:1], [1])
+    found = input_representation(funnel, last, images, steps=100, generator=torch.Generator().manual_seed(1))
+    assert last == "patch_head" and found.losses[-1] < found.losses[0] / 10
 
     class TextModel(nn.Module):
         modality = "text"
