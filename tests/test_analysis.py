@@ -122,7 +122,7 @@ def test_a_vit_block_and_a_funnel_vae_on_images_are_represented_and_text_models_
                                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                        latent_dim=2)).eval()
     images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    found = input_representation(vit, "encoder.layers.0", images, steps=100, generator=torch.Generator().manual_seed(1))
+    found = input_representation(vit, "encoder.layers.0", images, steps=40, generator=torch.Generator().manual_seed(1))
     assert found.losses[-1] < found.losses[0] / 10
     # a FunnelVae on images reads pixels too: its output layer (the patch head) by relative depth
     funnel = FunnelVaeModel(FunnelVaeConfig(
@@ -130,7 +130,7 @@ def test_a_vit_block_and_a_funnel_vae_on_images_are_represented_and_text_models_
         latent_dim=4, decoder_num_hidden_layers=1, modality="image", image_size=8, num_channels=1, patch_size=2,
         num_latent_tokens=None)).eval()
     (last,) = layers_at_depths(funnel, images[:1], [1])
-    found = input_representation(funnel, last, images, steps=100, generator=torch.Generator().manual_seed(1))
+    found = input_representation(funnel, last, images, steps=40, generator=torch.Generator().manual_seed(1))
     assert last == "patch_head" and found.losses[-1] < found.losses[0] / 10
 
     class TextModel(nn.Module):
