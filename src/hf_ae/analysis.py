@@ -26,6 +26,7 @@ import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -280,8 +281,6 @@ def compare_input_representations(models: dict, pixel_values: torch.Tensor, outp
     weighted layers; default 0, 0.25, 0.5, 0.75, 1). Writes `input_representations.png` (a row per image: the input,
     then each model's representations, shallow to deep) and `input_representations.json` (the settings and, per
     model and layer, `represent_layers`' figures) to `output_dir`, and returns that report."""
-    from pathlib import Path
-
     from .visualization import save_labelled_columns
 
     if not models:
