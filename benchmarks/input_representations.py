@@ -231,6 +231,57 @@ def print_tables(report: dict) -> None:
                       + ", ".join(f"{label} {r['psnr']:.1f} dB" for label, r in rows.items()))
 
 
+def print_claims(report: dict) -> None:
+    """The figures each of the source's five claims turns on, per data set (the verdicts are in the README)."""
+    def rep(variants, name, state, init, label="d1", mode=""):
+        return variants[name]["representations"][f"{state}_init{init:g}{mode}"][label]
+
+    def noise(r):
+        return (f"{r['psnr']:.1f} dB (hf {r['high_frequency_ratio']:.2f}, nbr {r['neighbour_correlation']:.2f}, "
+                f"KS {r['gaussian_distance']:.2f})")
+
+    for dataset, entry in report["datasets"].items():
+        v = entry["variants"]
+        print(f"\n### claims on {dataset}")
+        for init in INIT_STDS:
+            if "unet" in v:
+                print(f"1. unet untrained from N(0, {init:g}^2): d0 {noise(rep(v, 'unet', 'untrained', init, 'd0'))}; "
+                      f"d0.5 {noise(rep(v, 'unet', 'untrained', init, 'd0.5'))}; d1 {noise(rep(v, 'unet', 'untrained', init))}")
+                n = v["unet"]["noisy_output_layer"]
+                print(f"2. unet d1 from N(0, {init:g}^2): trained {noise(rep(v, 'unet', 'trained', init))}, untrained "
+                      f"{noise(rep(v, 'unet', 'untrained', init))}; noisy images' d1 representation against the clean "
+                      f"images: trained {n[f'trained_init{init:g}']['against_clean']['psnr']:.1f} dB, untrained "
+                      f"{n[f'untrained_init{init:g}']['against_clean']['psnr']:.1f} dB (the noisy images "
+                      f"{n[f'trained_init{init:g}']['noisy_input_against_clean_psnr']:.1f} dB)")
+            if init == INIT_STDS[0] and "unet" in v and f"trained_init{init:g}_batch_statistics" in v["unet"]["representations"]:
+                print(f"2. (batch statistics) unet d1: trained "
+                      f"{noise(rep(v, 'unet', 'trained', init, mode='_batch_statistics'))}, untrained "
+                      f"{noise(rep(v, 'unet', 'untrained', init, mode='_batch_statistics'))}")
+            if "unet" in v and "unet_mlp" in v:
+                a, b = v["unet"]["denoising"], v["unet_mlp"]["denoising"]
+                print(f"3. from N(0, {init:g}^2): unet_mlp recon {b['reconstruction_psnr']:.2f} dB, denoised "
+                      f"{b['denoised_psnr']:.2f} dB (noisy {b['noisy_psnr']:.2f}), d1 {noise(rep(v, 'unet_mlp', 'trained', init))}; "
+                      f"unet recon {a['reconstruction_psnr']:.2f}, denoised {a['denoised_psnr']:.2f}, "
+                      f"d1 {noise(rep(v, 'unet', 'trained', init))}")
+            if "unet_linear_attention" in v and "unet_dot_attention" in v:
+                lin, dot = v["unet_linear_attention"], v["unet_dot_attention"]
+                print(f"5. from N(0, {init:g}^2): linear attention d1 {noise(rep(v, 'unet_linear_attention', 'trained', init))}, "
+                      f"denoised {lin['denoising']['denoised_psnr']:.2f} dB; dot d1 "
+                      f"{noise(rep(v, 'unet_dot_attention', 'trained', init))}, denoised "
+                      f"{dot['denoising']['denoised_psnr']:.2f} dB (noisy {dot['denoising']['noisy_psnr']:.2f})")
+            if "patch_vae" in v:
+                print(f"5. ViT first block from N(0, {init:g}^2): trained "
+                      f"{noise(rep(v, 'patch_vae', 'trained', init, 'block1'))}, untrained "
+                      f"{noise(rep(v, 'patch_vae', 'untrained', init, 'block1'))}")
+        for name in ("unet", "unet_no_norm", "unet_batch1"):
+            if name in v:
+                d = v[name]["denoising"]
+                print(f"4. {name}: recon {d['reconstruction_psnr']:.2f} dB, denoised {d['denoised_psnr']:.2f} dB "
+                      f"(noisy {d['noisy_psnr']:.2f}), error neighbour correlation "
+                      f"{d['denoised_error_neighbour_correlation']:.2f}, W1 to the clean pixels: denoised "
+                      f"{d['wasserstein_to_clean']['denoised']:.4f}, reconstructed {d['wasserstein_to_clean']['reconstructed']:.4f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="digits,photos")
@@ -238,9 +289,17 @@ def main():
     parser.add_argument("--max_steps", type=int, default=None, help="Override the training steps (quick looks).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="outputs/benchmarks/input_representations")
+    parser.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                        help="Print the tables and claims of results this script wrote, and run nothing.")
     parser.add_argument("--reuse_trained", action="store_true",
                         help="Load the models a previous run saved in --output_dir instead of training them again.")
     args = parser.parse_args()
+    if args.report:
+        for path in args.report:
+            report = json.loads(Path(path).read_text())
+            print_tables(report)
+            print_claims(report)
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = "_quick" if args.max_steps or args.variants else ""
     report = {"device": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
@@ -279,6 +338,7 @@ def main():
         report["datasets"][dataset] = entry
     report["seconds"] = time.time() - start
     print_tables(report)
+    print_claims(report)
     datasets = args.datasets.split(",")
     path = RESULTS / f"input_representations{'' if len(datasets) == len(DATASETS) else '_' + '_'.join(datasets)}{tag}.json"
     path.write_text(json.dumps(report, indent=2))
