@@ -238,7 +238,7 @@ def print_claims(report: dict) -> None:
 
     def noise(r):
         return (f"{r['psnr']:.1f} dB (hf {r['high_frequency_ratio']:.2f}, nbr {r['neighbour_correlation']:.2f}, "
-                f"KS {r['gaussian_distance']:.2f})")
+                f"KS {r['gaussian_distance']:.2f}, loss {r['relative_loss']:.0e})")
 
     for dataset, entry in report["datasets"].items():
         v = entry["variants"]
