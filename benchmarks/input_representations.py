@@ -2,8 +2,8 @@
 """Input representations (issue 24): the U-Net source document's five claims about what a layer keeps of its input,
 measured on UNetAe variants and a PatchVae (ViT) on `digits` (16x16) and `photos` (32x32), trained and untrained.
 
-    python -m benchmarks.input_representations --datasets digits        # about 25 CPU minutes
-    python -m benchmarks.input_representations --datasets photos        # about 60 CPU minutes
+    python -m benchmarks.input_representations --datasets digits        # 52 min on one thread of a 2-core CPU
+    python -m benchmarks.input_representations --datasets photos        # 105 min (dot attention at 32x32: 3 s/step)
     python -m benchmarks.input_representations --datasets digits --max_steps 200 --variants unet,patch_vae  # a look
 
 The input representation of a layer for an image a is an input x, found by Adam from Gaussian noise, whose output at
