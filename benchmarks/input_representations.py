@@ -106,7 +106,7 @@ def outputs_of(model, images: torch.Tensor, batch_size: int = 64) -> torch.Tenso
 
 
 def psnr(estimate: torch.Tensor, clean: torch.Tensor) -> float:
-    return 10 * np.log10(1 / (estimate - clean).double().pow(2).mean().item())
+    return representation_measures(estimate, clean)["psnr"]
 
 
 def denoising(model, clean: torch.Tensor, seed: int) -> dict:

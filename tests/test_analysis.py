@@ -124,6 +124,8 @@ def test_a_vit_block_and_a_funnel_vae_on_images_are_represented_and_text_models_
     images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     found = input_representation(vit, "encoder.layers.0", images, steps=40, generator=torch.Generator().manual_seed(1))
     assert found.losses[-1] < found.losses[0] / 10
+    with pytest.raises(ValueError, match="needs a model with batch norms"):
+        input_representation(vit, 0, images, steps=1, batch_statistics=True)
     # a FunnelVae on images reads pixels too: its output layer (the patch head) by relative depth
     funnel = FunnelVaeModel(FunnelVaeConfig(
         hidden_size=16, num_attention_heads=2, decoder_num_attention_heads=2, intermediate_size=32, block_sizes=[1, 1],

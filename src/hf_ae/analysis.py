@@ -24,7 +24,7 @@ visualisation maximises activations, it does not match them).
 
 import json
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,24 +61,6 @@ def eval_mode(model: nn.Module, freeze: bool = False):
         for parameter, flag in requires_grad:
             parameter.requires_grad_(flag)
         model.train(was_training)
-
-
-@contextmanager
-def batch_norm_on_batch_statistics(model: nn.Module, enabled: bool = True):
-    """Within this block the model's batch norms normalise with the statistics of the batch at hand, as in training
-    (the U-Net source document never switches to eval mode); their running statistics are given back on exit."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if enabled else []
-    saved = [(m.training, [buffer.clone() for buffer in m.buffers()]) for m in norms]
-    try:
-        for module in norms:
-            module.train(True)
-        yield model
-    finally:
-        for module, (training, buffers) in zip(norms, saved):
-            module.train(training)
-            with torch.no_grad():
-                for buffer, value in zip(module.buffers(), buffers):
-                    buffer.copy_(value)
 
 
 class _ReachedLayer(Exception):
@@ -175,7 +157,12 @@ def input_representation(model: nn.Module, layer: str | int, pixel_values: torch
         raise ValueError(f"no layer {layer!r} in {type(model).__name__}; names are those of model.named_modules(), "
                          f"e.g. {[name for name in modules if name][:5]}")
     module = modules[layer]
-    with eval_mode(model, freeze=True), batch_norm_on_batch_statistics(model, batch_statistics):
+    if batch_statistics and not hasattr(model, "batch_statistics"):
+        raise ValueError(f"batch_statistics=True needs a model with batch norms and a `batch_statistics` context "
+                         f"(UNetAe); {type(model).__name__} has none")
+    # UNetAe's own context: its batch norms on the batch's statistics, the running statistics given back
+    on_batch = model.batch_statistics(True) if batch_statistics else nullcontext()
+    with eval_mode(model, freeze=True), on_batch:
         with torch.no_grad():
             target = _layer_output(model, module, pixel_values).detach()
         noise = torch.randn(pixel_values.shape, generator=generator, dtype=pixel_values.dtype)
@@ -275,12 +262,12 @@ def represent_layers(model: nn.Module, pixel_values: torch.Tensor, layers, steps
 def compare_input_representations(models: dict, pixel_values: torch.Tensor, output_dir, depths=None, layers=None,
                                   steps: int = 500, lr: float = 0.05, seed: int = 0, init_std: float = 1.0,
                                   clean: torch.Tensor | None = None, title: str = "",
-                                  batch_statistics: bool = False) -> dict:
+                                  batch_statistics: bool = False, metadata: dict | None = None) -> dict:
     """The input representations of `pixel_values` at the same layers of each model in `models` ({"trained": m,
     "untrained": untrained_copy(m)}, or any names): `layers` (names or leaf depths) or `depths` (relative, among the
     weighted layers; default 0, 0.25, 0.5, 0.75, 1). Writes `input_representations.png` (a row per image: the input,
     then each model's representations, shallow to deep) and `input_representations.json` (the settings and, per
-    model and layer, `represent_layers`' figures) to `output_dir`, and returns that report."""
+    model and layer, `represent_layers`' figures, and `metadata`) to `output_dir`, and returns that report."""
     from .visualization import save_labelled_columns
 
     if not models:
@@ -296,7 +283,7 @@ def compare_input_representations(models: dict, pixel_values: torch.Tensor, outp
     output_dir.mkdir(parents=True, exist_ok=True)
     report = {"layers": [str(layer) for layer in layers], "depths": depths, "steps": steps, "lr": lr, "seed": seed,
               "init_std": init_std, "batch_statistics": batch_statistics, "num_images": len(pixel_values), "models": {},
-              "measured_against_clean": clean is not None}
+              "measured_against_clean": clean is not None, **(metadata or {})}
     columns = [("clean", clean), ("input", pixel_values)] if clean is not None else [("input", pixel_values)]
     gaps = []
     for name, model in models.items():

@@ -281,11 +281,10 @@ def represent_main(argv=None) -> int:
             models, images, output_dir, depths=depths, layers=layers, steps=args.steps, lr=args.lr, seed=args.seed,
             init_std=args.init_std, clean=clean if args.noise_std > 0 else None, batch_statistics=args.batch_statistics,
             title=f"{args.model} on {args.dataset}: input | " + " | ".join(models)
-            + (f" (images + N(0, {args.noise_std:g}^2))" if args.noise_std > 0 else ""))
+            + (f" (images + N(0, {args.noise_std:g}^2))" if args.noise_std > 0 else ""),
+            metadata={"model": args.model, "dataset": args.dataset, "noise_std": args.noise_std})
     except ValueError as error:  # a layer name or depth the model does not have
         parser.error(str(error))
-    report.update({"model": args.model, "dataset": args.dataset, "noise_std": args.noise_std})
-    (output_dir / "input_representations.json").write_text(json.dumps(report, indent=2))
     print(f"input representations of {args.model} on {args.dataset} ({args.num_images} images, {args.steps} Adam "
           f"steps from N(0, {args.init_std:g}^2)); PSNR dB against the input (high-frequency ratio, neighbour "
           "correlation, Gaussian distance of x - a)")
